@@ -1,0 +1,76 @@
+"""The two objects every algorithm provides: a meta-loss for training, an adapted model for use."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from metadapt.tasks.batch import TaskBatch
+
+Params = dict[str, torch.Tensor]
+
+
+class Adapted:
+    """A model adapted to one task, or to ``T`` tasks at once (``batched=True``: every
+    tensor in the trajectory then has a leading task axis).
+
+    ``trajectory[k]`` holds the fast parameters after ``k`` adaptation steps (``k = 0`` is
+    the meta-learned initialization), so ``predict(x, step=k)`` reads any point of the
+    adaptation curve; ``step=None`` uses the last. Predictions build no autograd graph.
+    """
+
+    def __init__(self, model: nn.Module, trajectory: list[Params], buffers: Params, batched: bool):
+        self.model = model
+        self.trajectory = trajectory
+        self.buffers = buffers
+        self.batched = batched
+
+    @property
+    def steps(self) -> int:
+        return len(self.trajectory) - 1
+
+    @property
+    def params(self) -> Params:
+        return self.trajectory[-1]
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        params = self.trajectory[-1 if step is None else step]
+        if not self.batched:
+            return functional_call(self.model, (params, self.buffers), (x,))
+        fn = lambda p, xi: functional_call(self.model, (p, self.buffers), (xi,))  # noqa: E731
+        return vmap(fn)(params, x)
+
+
+class Algorithm(nn.Module):
+    """An ``nn.Module`` holding the meta-parameters.
+
+    Subclasses implement ``meta_loss(batch) -> (loss, metrics)`` (differentiable w.r.t.
+    ``self.parameters()``; the trainer calls ``backward`` and steps its optimizer) and
+    ``adapt_tasks(support_x, support_y, steps) -> Adapted`` over a leading task axis.
+    ``adapt`` is the single-task form users call.
+    """
+
+    name: str = "algorithm"
+    #: ``False`` for baselines that have nothing to meta-train (training from scratch).
+    trainable: bool = True
+
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def adapt_tasks(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Adapted:
+        raise NotImplementedError
+
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Adapted:
+        """Adapt to one task given its support set ``[S, ...]``; returns an :class:`Adapted`."""
+        batched = self.adapt_tasks(support_x.unsqueeze(0), support_y.unsqueeze(0), steps)
+        trajectory = [{n: p[0] for n, p in params.items()} for params in batched.trajectory]
+        return Adapted(batched.model, trajectory, batched.buffers, batched=False)
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": nn.functional.mse_loss,
+    "cross_entropy": nn.functional.cross_entropy,
+}

@@ -1,0 +1,40 @@
+"""MAML and its relatives: first-order MAML, Meta-SGD and ANIL.
+
+MAML (Finn, Abbeel & Levine, 2017, arXiv:1703.03400) meta-learns an initialization ``θ`` so
+that a few gradient steps on a task's support set give a good model for its query set:
+
+    min_θ  Σ_i  L_query_i(θ'_i),      θ'_i = U^K_i(θ)  (K inner steps, see ``gradient.py``).
+
+The meta-gradient differentiates through the inner steps; for one step
+``∇_θ L_q(θ') = (I − α ∇²_θ L_s(θ)) ∇_{θ'} L_q(θ')``. First-order MAML drops the Hessian term
+(treats ``∇_θ L_s`` as a constant). Meta-SGD (Li et al., 2017, arXiv:1707.09835) also learns
+``α`` as a tensor the shape of ``θ``. ANIL (Raghu et al., 2020, arXiv:1909.09157) adapts only the
+head in the inner loop while the body is still meta-learned through the outer loop.
+"""
+from __future__ import annotations
+
+import torch
+
+from metadapt.algorithms.gradient import GradientLearner
+from metadapt.tasks.batch import TaskBatch
+
+
+class MAML(GradientLearner):
+    """Meta-loss: mean query loss over the meta-batch after ``inner_steps`` adaptation steps.
+
+    Example::
+
+        >>> from metadapt.models import MLP
+        >>> from metadapt.tasks import SinusoidTasks
+        >>> maml = MAML(MLP(1, [40, 40], 1), inner_lr=0.01, inner_steps=1)
+        >>> batch = SinusoidTasks(shots=10).sample(25, torch.Generator().manual_seed(0))
+        >>> loss, metrics = maml.meta_loss(batch)
+        >>> loss.backward()   # gradients on maml.parameters(); step any optimizer
+    """
+
+    name = "maml"
+
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        losses = self.task_losses(self.meta_params(), batch, self.inner_steps, self.first_order)
+        loss = losses.mean()
+        return loss, {"query_loss": loss.item()}

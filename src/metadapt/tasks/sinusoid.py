@@ -1,0 +1,71 @@
+"""Sine-wave regression tasks (Finn et al., 2017, "Model-Agnostic Meta-Learning", §5.1).
+
+Each task is a curve ``y = A · sin(x − φ)`` with amplitude ``A ~ U[a_lo, a_hi]`` and phase
+``φ ~ U[p_lo, p_hi]``; inputs ``x ~ U[x_lo, x_hi]``. The MAML paper uses
+``A ∈ [0.1, 5.0]``, ``φ ∈ [0, π]``, ``x ∈ [−5, 5]`` (preset ``"maml"``, the default); the
+founding article samples ``x ∈ [−π, π]`` (preset ``"founding"``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from metadapt.tasks.batch import TaskBatch
+
+PRESETS: dict[str, dict[str, tuple[float, float]]] = {
+    "maml": {"amplitude": (0.1, 5.0), "phase": (0.0, math.pi), "x_range": (-5.0, 5.0)},
+    "founding": {"amplitude": (0.1, 5.0), "phase": (0.0, math.pi), "x_range": (-math.pi, math.pi)},
+}
+
+
+def _uniform(shape: tuple[int, ...], bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    lo, hi = bounds
+    return lo + (hi - lo) * torch.rand(shape, generator=generator)
+
+
+@dataclass(frozen=True)
+class SinusoidTasks:
+    """Task source for sine-wave regression: ``sample(n, generator) -> TaskBatch``.
+
+    Tensors are float32 with shape ``[T, S, 1]`` / ``[T, Q, 1]``; ``info`` holds the
+    per-task ``amplitude`` and ``phase`` so plots can draw the true curve.
+    """
+
+    shots: int = 10
+    queries: int = 10
+    amplitude: tuple[float, float] = PRESETS["maml"]["amplitude"]
+    phase: tuple[float, float] = PRESETS["maml"]["phase"]
+    x_range: tuple[float, float] = PRESETS["maml"]["x_range"]
+
+    def __post_init__(self) -> None:
+        if self.shots < 1 or self.queries < 1:
+            raise ValueError(f"sinusoid tasks need shots >= 1 and queries >= 1, got {self.shots} and {self.queries}")
+        for name in ("amplitude", "phase", "x_range"):
+            lo, hi = getattr(self, name)
+            if not lo <= hi:
+                raise ValueError(f"sinusoid {name} range must have low <= high, got ({lo}, {hi})")
+
+    @classmethod
+    def preset(cls, name: str, shots: int = 10, queries: int = 10) -> "SinusoidTasks":
+        if name not in PRESETS:
+            raise ValueError(f"unknown sinusoid preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls(shots=shots, queries=queries, **PRESETS[name])
+
+    def curve(self, x: torch.Tensor, amplitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """The true function of a task (broadcasts over a leading task axis)."""
+        return amplitude * torch.sin(x - phase)
+
+    def sample(self, num_tasks: int, generator: torch.Generator) -> TaskBatch:
+        amplitude = _uniform((num_tasks, 1, 1), self.amplitude, generator)
+        phase = _uniform((num_tasks, 1, 1), self.phase, generator)
+        support_x = _uniform((num_tasks, self.shots, 1), self.x_range, generator)
+        query_x = _uniform((num_tasks, self.queries, 1), self.x_range, generator)
+        return TaskBatch(
+            support_x=support_x,
+            support_y=self.curve(support_x, amplitude, phase),
+            query_x=query_x,
+            query_y=self.curve(query_x, amplitude, phase),
+            info={"amplitude": amplitude.view(-1), "phase": phase.view(-1)},
+        )
