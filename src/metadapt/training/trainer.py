@@ -135,10 +135,12 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: 
                 checkpoint("last")
     bar.close()
     elapsed = time.perf_counter() - started
-    return {
+    summary = {
         "steps": step,
         "train_query_loss": running,
         "best_val_query_loss": best,
         "seconds": elapsed,
         "iterations_per_second": (step - started_step) / max(elapsed, 1e-9),
     }
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
