@@ -39,7 +39,7 @@ def plot_adaptation_curves(results: dict, path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("query MSE (mean, 95% CI)")
     axes[0][-1].legend()
-    fig.suptitle("Learning speed on new sine-wave tasks")
+    fig.suptitle("Learning speed on new sine-wave tasks", y=1.04)
     _save(fig, path)
 
 

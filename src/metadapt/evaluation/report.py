@@ -1,6 +1,7 @@
 """Text outputs of an evaluation: the comparison table (terminal and Markdown) and report.md."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from metadapt.training.checkpoint import atomic_write_text
@@ -11,7 +12,10 @@ def _columns(steps: int) -> list[int]:
 
 
 def _cell(m: dict, k: int) -> str:
-    return f"{m['mean'][k]:.3f} ± {m['ci95'][k]:.3f}"
+    mean, ci = m["mean"][k], m["ci95"][k]
+    if not math.isfinite(mean) or mean > 1e6:
+        return "diverged"
+    return f"{mean:.3f} ± {ci:.3f}"
 
 
 def comparison_table(results: dict, markdown: bool = True) -> str:

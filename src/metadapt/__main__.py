@@ -1,0 +1,5 @@
+import sys
+
+from metadapt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,67 @@
+"""Reading a user's task from CSV files and writing predictions, with clear refusals."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import torch
+
+from metadapt.errors import UserError
+from metadapt.training.checkpoint import atomic_write_text
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+        return True
+    except ValueError:
+        return False
+
+
+def read_table(path: str | Path, allowed_columns: tuple[int, ...], role: str) -> tuple[torch.Tensor, list[str] | None]:
+    """Numeric rows of a CSV file (an optional header row is kept apart).
+
+    Every row must have one of ``allowed_columns`` cells, all finite numbers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{role} file {str(path)!r} not found")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise UserError(f"{role} file {str(path)!r} is not a text CSV file") from None
+    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise UserError(f"{role} file {str(path)!r} is empty; it needs one row per example")
+    header = None
+    if not all(_is_number(c) for c in rows[0]):
+        header, rows = [c.strip() for c in rows[0]], rows[1:]
+        if not rows:
+            raise UserError(f"{role} file {str(path)!r} has a header but no data rows")
+    expected = " or ".join(map(str, allowed_columns))
+    width = len(rows[0])
+    for n, row in enumerate(rows, start=2 if header else 1):
+        if len(row) != width or len(row) not in allowed_columns:
+            raise UserError(f"{role} file {str(path)!r} line {n} has {len(row)} columns; expected {expected}")
+        for c in row:
+            if not _is_number(c):
+                raise UserError(f"{role} file {str(path)!r} line {n} has a non-numeric cell {c.strip()!r}")
+            if not math.isfinite(float(c)):
+                raise UserError(f"{role} file {str(path)!r} line {n} has a non-finite value {c.strip()!r}")
+    return torch.tensor([[float(c) for c in r] for r in rows], dtype=torch.float32), header
+
+
+def write_predictions(path: str | Path | None, x: torch.Tensor, prediction: torch.Tensor) -> str:
+    """CSV of the query inputs and predictions; written atomically, or returned when ``path`` is None."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([f"x{i}" if x.shape[1] > 1 else "x" for i in range(x.shape[1])]
+                    + [f"prediction{i}" if prediction.shape[1] > 1 else "prediction" for i in range(prediction.shape[1])])
+    for xi, pi in zip(x.tolist(), prediction.tolist()):
+        writer.writerow([f"{v:.6g}" for v in xi + pi])
+    text = buffer.getvalue()
+    if path is not None:
+        atomic_write_text(Path(path), text)
+    return text

@@ -1,0 +1,103 @@
+"""Adaptation, Reptile, the baselines and the model-agnostic contract."""
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from metadapt.algorithms import MAML, Pretrain, Reptile, Scratch
+from metadapt.models import MLP
+
+
+def sgd_steps(model, x, y, lr, steps):
+    params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    for _ in range(steps):
+        loss = nn.functional.mse_loss(functional_call(model, params, (x,)), y)
+        grads = torch.autograd.grad(loss, list(params.values()))
+        params = {n: (p - lr * g).detach().requires_grad_() for (n, p), g in zip(params.items(), grads)}
+    return params
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_adapt_is_plain_sgd_on_the_support_set_and_leaves_the_model_alone(strategy, sine_batch64):
+    torch.manual_seed(0)
+    maml = MAML(MLP(1, [16, 16], 1).double(), inner_lr=0.05, task_parallel=strategy)
+    before = {n: p.detach().clone() for n, p in maml.model.named_parameters()}
+    sx, sy = sine_batch64.support_x[1], sine_batch64.support_y[1]
+    adapted = maml.adapt(sx, sy, steps=4)
+    expected = sgd_steps(maml.model, sx, sy, 0.05, 4)
+    for n in expected:
+        torch.testing.assert_close(adapted.params[n], expected[n].detach(), rtol=1e-12, atol=1e-12)
+    q = sine_batch64.query_x[1]
+    pred = adapted.predict(q)
+    assert not pred.requires_grad
+    torch.testing.assert_close(pred, functional_call(maml.model, expected, (q,)).detach())
+    torch.testing.assert_close(adapted.predict(q, step=0), maml.model(q).detach())
+    for n, p in maml.model.named_parameters():
+        assert torch.equal(p.detach(), before[n])
+
+
+def test_adapt_tasks_builds_no_graph(sine_batch64):
+    maml = MAML(MLP(1, [16, 16], 1).double())
+    adapted = maml.adapt_tasks(sine_batch64.support_x, sine_batch64.support_y, 3)
+    assert all(not p.requires_grad and p.grad_fn is None for step in adapted.trajectory for p in step.values())
+    assert adapted.predict(sine_batch64.query_x).shape == sine_batch64.query_y.shape
+
+
+def test_reptile_pseudo_gradient_is_init_minus_mean_adapted_weights(sine_batch64):
+    torch.manual_seed(0)
+    reptile = Reptile(MLP(1, [8], 1).double(), inner_lr=0.05, inner_steps=3)
+    loss, metrics = reptile.meta_loss(sine_batch64)
+    grads = dict(zip([n for n, _ in reptile.model.named_parameters()], torch.autograd.grad(loss, list(reptile.model.parameters()))))
+    adapted = [sgd_steps(reptile.model, sine_batch64.support_x[i], sine_batch64.support_y[i], 0.05, 3) for i in range(4)]
+    for n, p in reptile.model.named_parameters():
+        mean = torch.stack([a[n].detach() for a in adapted]).mean(0)
+        torch.testing.assert_close(grads[n], p.detach() - mean, rtol=1e-10, atol=1e-12)
+    assert metrics["query_loss"] > 0
+
+
+def test_pretrain_loss_is_joint_regression_on_all_points(sine_batch64):
+    torch.manual_seed(0)
+    pre = Pretrain(MLP(1, [8], 1).double())
+    loss, _ = pre.meta_loss(sine_batch64)
+    x = torch.cat([sine_batch64.support_x, sine_batch64.query_x], 1).reshape(-1, 1)
+    y = torch.cat([sine_batch64.support_y, sine_batch64.query_y], 1).reshape(-1, 1)
+    torch.testing.assert_close(loss, nn.functional.mse_loss(pre.model(x), y))
+
+
+def test_scratch_gives_each_task_its_own_reproducible_init(sine_batch64):
+    scratch = Scratch(lambda: MLP(1, [8], 1), seed=5)
+    state = torch.random.get_rng_state()
+    a = scratch.initial_params(3)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is untouched
+    b = scratch.initial_params(3)
+    assert torch.equal(a["0.weight"], b["0.weight"])
+    assert not torch.equal(a["0.weight"][0], a["0.weight"][1])
+    with pytest.raises(RuntimeError, match="nothing to meta-train"):
+        scratch.meta_loss(sine_batch64)
+
+
+def test_any_module_works_unchanged():
+    class Custom(nn.Module):  # not a Sequential, with a nested submodule
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(1, 6), nn.SiLU())
+            self.out = nn.Linear(6, 1)
+
+        def forward(self, x):
+            return self.out(self.body(x))
+
+    algo = MAML(Custom(), adapt_only="head")
+    assert algo.adapted_names == ["out.weight", "out.bias"]
+    batch = __import__("metadapt").SinusoidTasks().sample(3, torch.Generator().manual_seed(0))
+    loss, _ = algo.meta_loss(batch)
+    loss.backward()
+    assert algo.model.body[0].weight.grad is not None
+
+
+def test_invalid_algorithm_options_are_refused():
+    with pytest.raises(ValueError, match="inner_lr must be positive"):
+        MAML(MLP(), inner_lr=-0.1)
+    with pytest.raises(ValueError, match="task_parallel"):
+        MAML(MLP(), task_parallel="threads")
+    with pytest.raises(ValueError, match="matches no parameter"):
+        MAML(MLP(), adapt_only=["nope"])
