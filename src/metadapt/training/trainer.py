@@ -47,8 +47,7 @@ def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: boo
     if resume:
         if not last.is_file():
             raise UserError(f"cannot resume: {str(last)!r} not found; drop --resume to start a new run")
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
+    elif run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise UserError(
                 f"run directory {str(run_dir)!r} already exists; pass --resume to continue it, "

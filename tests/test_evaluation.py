@@ -1,0 +1,81 @@
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from metadapt.algorithms import MAML
+from metadapt.evaluation import adaptation_curve, evaluate_run, mean_ci, steps_to_target
+from metadapt.evaluation.report import comparison_table, speed_table
+from metadapt.models import MLP
+from metadapt.training import load, train
+from metadapt.config import build_config
+
+
+def test_mean_ci_matches_hand_computation():
+    values = torch.tensor([[1.0], [2.0], [4.0], [5.0]])
+    mean, ci = mean_ci(values)
+    sd = math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (4 - 3) ** 2 + (5 - 3) ** 2) / 3)
+    assert mean.item() == 3.0 and ci.item() == pytest.approx(1.96 * sd / 2)
+
+
+def test_steps_to_target():
+    assert steps_to_target([3.0, 0.9, 0.4], 1.0) == 1
+    assert steps_to_target([3.0, 0.9, 0.4], 0.5) == 2
+    assert steps_to_target([3.0, 2.0], 0.5) is None
+
+
+def test_adaptation_curve_matches_per_task_adaptation(sine_batch64):
+    torch.manual_seed(0)
+    maml = MAML(MLP(1, [8], 1).double(), inner_lr=0.05)
+    curve = adaptation_curve(maml, sine_batch64, steps=3, chunk=3)  # chunking must not matter
+    assert curve.shape == (4, 4)
+    for i in range(4):
+        adapted = maml.adapt(sine_batch64.support_x[i], sine_batch64.support_y[i], steps=3)
+        for k in range(4):
+            expected = nn.functional.mse_loss(adapted.predict(sine_batch64.query_x[i], step=k), sine_batch64.query_y[i])
+            torch.testing.assert_close(curve[i, k], expected)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    common = ["train.iterations=200", "train.meta_batch_size=10", "train.val_every=100", "train.val_tasks=20",
+              "eval.tasks=30", "eval.shots=[5, 10]", "eval.queries=20", "eval.steps=10"]
+    train(build_config(None, common + ["algorithm.name=maml", "train.meta_lr=0.003"]), root / "maml", progress=False)
+    train(build_config(None, common + ["algorithm.name=pretrain"]), root / "pretrain", progress=False)
+    return root
+
+
+def test_evaluate_run_writes_results_figures_and_report(trained):
+    run = load(trained / "maml")
+    results = evaluate_run(run, [load(trained / "pretrain")], progress=False)
+    assert set(results["shots"]) == {"5", "10"}
+    methods = results["shots"]["5"]["methods"]
+    assert list(methods) == ["maml", "pretrain", "scratch"]
+    assert len(methods["maml"]["mean"]) == 11 and results["shots"]["5"]["tasks"] == 30
+    # after 200 meta-iterations MAML already adapts better in one step than the pretrained net
+    assert methods["maml"]["mean"][1] < methods["pretrain"]["mean"][1]
+    saved = json.loads((trained / "maml" / "eval" / "results.json").read_text())
+    assert saved["shots"]["10"]["methods"]["scratch"]["mean"] == results["shots"]["10"]["methods"]["scratch"]["mean"]
+    for png in ["adaptation_curves.png", "example_fits_5shot.png", "example_fits_10shot.png"]:
+        data = (trained / "maml" / "plots" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    report = (trained / "maml" / "report.md").read_text()
+    assert "| maml |" in report and "![Adaptation curves](plots/adaptation_curves.png)" in report
+    assert "meta-iterations/s" in report
+    assert "steps to MSE" in speed_table(results) and "5-shot (30 tasks)" in comparison_table(results)
+
+
+def test_same_test_tasks_for_every_method(trained):
+    run = load(trained / "maml")
+    a = evaluate_run(run, [], tasks=10, steps=2, progress=False)
+    b = evaluate_run(run, [], tasks=10, steps=2, progress=False)
+    assert a["shots"]["5"]["methods"]["maml"]["mean"] == b["shots"]["5"]["methods"]["maml"]["mean"]
+
+
+def test_diverged_curves_are_shown_as_such():
+    results = {"steps": 1, "targets": [1.0], "shots": {"5": {"tasks": 2, "queries": 3, "methods": {
+        "metasgd": {"mean": [3.0, float("nan")], "ci95": [0.1, float("nan")], "steps_to_target": {"1.0": None}}}}}}
+    assert "diverged" in comparison_table(results)

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+
+from metadapt.build import build_algorithm, build_tasks
+from metadapt.config import build_config
+from metadapt.errors import UserError
+from metadapt.training import load, train
+from metadapt.training.checkpoint import load_checkpoint
+from metadapt.training.trainer import VAL_SEED_OFFSET, validation_loss
+
+SMALL = ["train.meta_batch_size=5", "train.val_tasks=20", "train.val_every=20", "train.checkpoint_every=20",
+         "train.log_every=10", "model.hidden=[16, 16]"]
+
+
+def small(iterations=60, *extra):
+    return build_config(None, SMALL + [f"train.iterations={iterations}", *extra])
+
+
+def states_equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_gives_the_same_run_twice(tmp_path):
+    train(small(), tmp_path / "a", progress=False)
+    train(small(), tmp_path / "b", progress=False)
+    assert states_equal(load(tmp_path / "a", "last").algorithm.state_dict(), load(tmp_path / "b", "last").algorithm.state_dict())
+    train(small(60, "train.seed=1"), tmp_path / "c", progress=False)
+    assert not states_equal(load(tmp_path / "a", "last").algorithm.state_dict(), load(tmp_path / "c", "last").algorithm.state_dict())
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "reptile"])
+def test_resume_continues_to_the_same_parameters(tmp_path, algorithm):
+    train(small(60, f"algorithm.name={algorithm}"), tmp_path / "straight", progress=False)
+    train(small(40, f"algorithm.name={algorithm}"), tmp_path / "resumed", progress=False)
+    train(small(60, f"algorithm.name={algorithm}"), tmp_path / "resumed", resume=True, progress=False)
+    a = load(tmp_path / "straight", "last").algorithm.state_dict()
+    b = load(tmp_path / "resumed", "last").algorithm.state_dict()
+    assert states_equal(a, b)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["split"] == "train"]
+    assert steps == sorted(set(steps)) == list(range(10, 61, 10))
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    train(small(50), run, progress=False)  # last checkpoint at 50, best at some val step
+    with open(run / "metrics.jsonl", "a") as f:  # as if a crash happened after logging step 55..
+        f.write(json.dumps({"step": 55, "split": "train", "query_loss": 1.0}) + "\n")
+    train(small(60), run, resume=True, progress=False)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert 55 not in steps and steps[-1] == 60
+
+
+def test_checkpoint_holds_everything_and_loads_without_pickle(tmp_path):
+    train(small(20), tmp_path / "run", progress=False)
+    payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert set(payload) >= {"state", "optimizer", "generator", "step", "best"}
+    assert payload["step"] == 20 and payload["generator"].dtype == torch.uint8
+    assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
+
+
+def test_an_existing_run_is_not_overwritten_without_asking(tmp_path):
+    train(small(20), tmp_path / "run", progress=False)
+    with pytest.raises(UserError, match="already exists; pass --resume"):
+        train(small(20), tmp_path / "run", progress=False)
+    with pytest.raises(UserError, match="cannot resume"):
+        train(small(20), tmp_path / "fresh", resume=True, progress=False)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "metasgd", "anil", "reptile", "pretrain"])
+def test_training_lowers_the_validation_loss(tmp_path, algorithm):
+    config = small(150, f"algorithm.name={algorithm}", "train.meta_lr=0.003", "train.val_every=150")
+    val = build_tasks(config).sample(20, torch.Generator().manual_seed(config.train.seed + VAL_SEED_OFFSET))
+    before = validation_loss(build_algorithm(config), val)
+    summary = train(config, tmp_path / algorithm, progress=False)
+    assert summary["best_val_query_loss"] < 0.9 * before
+    assert summary["iterations_per_second"] > 0
