@@ -80,7 +80,7 @@ def cmd_adapt(args) -> int:
     if args.steps is not None and args.steps < 0:
         raise UserError(f"--steps must be >= 0, got {args.steps}")
     adapted = run.adapt(support[:, :n_in], support[:, n_in:], steps=args.steps)
-    prediction = adapted.predict(query[:, :n_in])
+    prediction = adapted.predict(query[:, :n_in].to(run.device)).cpu()
     text = write_predictions(args.output, query[:, :n_in], prediction)
     if args.output is None:
         sys.stdout.write(text)

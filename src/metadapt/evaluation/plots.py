@@ -56,13 +56,15 @@ def plot_example_fits(methods: dict[str, Algorithm], tasks: SinusoidTasks, path:
                              squeeze=False, sharex=True)
     shades = ["tab:red", "tab:green", "tab:blue", "tab:purple"]
     for row, (name, algorithm) in enumerate(methods.items()):
-        adapted = algorithm.adapt_tasks(batch.support_x, batch.support_y, max(steps))
+        device = next(algorithm.parameters()).device
+        adapted = algorithm.adapt_tasks(batch.support_x.to(device), batch.support_y.to(device), max(steps))
+        curves = {k: adapted.predict(grid.to(device), step=k).cpu() for k in (0, *steps)}
         for col in range(num_examples):
             ax = axes[row][col]
             ax.plot(grid[col, :, 0], truth[col, :, 0], color="black", lw=1.5, label="ground truth")
-            ax.plot(grid[col, :, 0], adapted.predict(grid, step=0)[col, :, 0], ":", color="gray", label="pre-update")
+            ax.plot(grid[col, :, 0], curves[0][col, :, 0], ":", color="gray", label="pre-update")
             for shade, k in zip(shades, steps):
-                ax.plot(grid[col, :, 0], adapted.predict(grid, step=k)[col, :, 0], "--", color=shade,
+                ax.plot(grid[col, :, 0], curves[k][col, :, 0], "--", color=shade,
                         label=f"{k} grad step{'s' if k > 1 else ''}")
             ax.scatter(batch.support_x[col, :, 0], batch.support_y[col, :, 0], marker="^", color="black",
                        zorder=5, label=f"{tasks.shots} support points")

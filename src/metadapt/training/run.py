@@ -56,9 +56,13 @@ class Run:
     config: Config
     algorithm: Algorithm
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.algorithm.parameters()).device
+
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Adapted:
         """Adapt the meta-learned model to a new task; see :meth:`Algorithm.adapt`."""
-        return self.algorithm.adapt(support_x, support_y, steps)
+        return self.algorithm.adapt(support_x.to(self.device), support_y.to(self.device), steps)
 
     def metrics(self) -> list[dict]:
         path = self.path / "metrics.jsonl"
@@ -67,10 +71,18 @@ class Run:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def load(run_dir: str | Path, which: str = "best") -> Run:
-    """Load a trained run: ``which`` is ``"best"`` (by validation loss) or ``"last"``."""
+def load(run_dir: str | Path, which: str = "best", device: str | None = None) -> Run:
+    """Load a trained run: ``which`` is ``"best"`` (by validation loss) or ``"last"``.
+
+    ``device`` defaults to the run's training device, or the CPU where that is unavailable.
+    """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    if device is None:
+        device = config.train.device
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"
+    config.train.device = device
     path = checkpoint_path(run_dir, which)
     if which == "best" and not path.is_file():
         path = checkpoint_path(run_dir, "last")
