@@ -6,6 +6,7 @@ printed as one line, exit status 2, no traceback unless ``--debug``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 
 from metadapt.config import _apply, build_config, config_from_file, parse_override, validate
 from metadapt.errors import UserError
+from metadapt.training.trainer import Interrupted
 
 PAPER_MAML_5SHOT = {1: 0.67, 5: 0.38, 10: 0.35}      # Finn et al. 2017, Fig. 2 / §5.1, K=5
 PAPER_PRETRAIN_5SHOT = {1: 2.41, 5: 2.23, 10: 2.19}
@@ -49,6 +51,8 @@ def cmd_train(args) -> int:
         config = config_from_file(positional[0], overrides)
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
     summary = train(config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(f"trained {config.algorithm.name} for {summary['steps']} meta-iterations in {summary['seconds']:.1f} s "
           f"({summary['iterations_per_second']:.0f} it/s); best validation query loss {summary['best_val_query_loss']:.4f}")
     print(f"run directory: {run_dir}   next: metadapt eval {run_dir}")
@@ -179,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"metadapt: error: {err}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"metadapt: {stop}", file=sys.stderr)
+        return 128 + int(stop.signum)
     except KeyboardInterrupt:
         print("metadapt: interrupted", file=sys.stderr)
         return 130

@@ -55,6 +55,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     device: str = "cpu"
     threads: int = 0              # torch intra-op threads; 0 keeps torch's default
+    on_nonfinite: str = "stop"    # stop | skip: what a NaN/inf meta-loss or meta-gradient does
 
 
 @dataclass
@@ -89,6 +90,7 @@ CHOICES = {
     "algorithm.adapt_only": (None, "head"),
     "algorithm.task_parallel": ("auto", "vmap", "loop"),
     "train.optimizer": ("adam", "sgd"),
+    "train.on_nonfinite": ("stop", "skip"),
 }
 POSITIVE = {"task.shots", "task.queries", "algorithm.inner_lr", "train.iterations", "train.meta_batch_size",
             "train.meta_lr", "train.log_every", "train.val_every", "train.val_tasks", "train.checkpoint_every",

@@ -4,8 +4,10 @@ arXiv:1803.02999).
 Each task adapts a copy of ``θ`` for ``K`` SGD steps on its support set, giving ``θ̃_i``; the
 meta-update moves ``θ`` towards the mean of the adapted weights,
 ``θ ← θ + ε (mean_i θ̃_i − θ)``. The pseudo-gradient ``θ − mean_i θ̃_i`` is produced as the
-gradient of the surrogate ``½ ‖θ − sg(mean_i θ̃_i)‖²`` so the trainer's optimizer applies it
-(plain SGD with ``meta_lr = ε`` is exactly Reptile; Adam is the paper's Adam variant).
+gradient of the surrogate ``⟨θ, sg(mean_i (θ − θ̃_i))⟩`` so the trainer's optimizer applies it
+(plain SGD with ``meta_lr = ε`` is exactly Reptile; Adam is the paper's Adam variant). Averaging
+the per-task displacements ``θ − θ̃_i`` (rather than subtracting the mean of ``θ̃_i``) keeps a
+parameter that no task moved at an exact zero, whatever the split of the meta-batch.
 """
 from __future__ import annotations
 
@@ -27,5 +29,7 @@ class Reptile(GradientLearner):
         target = adapted.params
         query = self.loss_fn(adapted.predict(batch.query_x), batch.query_y)
         params = self.meta_params()
-        surrogate = sum(0.5 * (params[n] - target[n].mean(0)).pow(2).sum() for n in self.adapted_names)
-        return surrogate, {"query_loss": query.item(), "reptile_distance": float(surrogate.detach()) * 2}
+        displacement = {n: (params[n].detach() - target[n]).mean(0) for n in self.adapted_names}
+        surrogate = sum((params[n] * displacement[n]).sum() for n in self.adapted_names)
+        distance = sum(d.pow(2).sum() for d in displacement.values()).sqrt()
+        return surrogate, {"query_loss": query.item(), "reptile_distance": distance.item()}

@@ -4,14 +4,18 @@ Each iteration draws a meta-batch from the run's own seeded generator, computes 
 algorithm's meta-loss, and steps the outer optimizer. Every ``val_every`` iterations the
 meta-parameters are adapted to a fixed set of held-out tasks and the best are kept. The
 checkpoint holds meta-parameters, optimizer, generator state, step and best score, so
-``resume=True`` continues exactly where the last checkpoint left off.
+``resume=True`` continues to the same parameters, bit for bit, as a run never interrupted.
+The same loop runs under ``torchrun`` (see ``distributed.py``); only rank 0 writes files.
+SIGINT / SIGTERM finish the current step, save a checkpoint and raise :class:`Interrupted`.
 """
 from __future__ import annotations
 
 import json
 import math
 import shutil
+import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,11 +26,27 @@ from metadapt.algorithms import Algorithm
 from metadapt.build import build_algorithm, build_tasks
 from metadapt.config import Config
 from metadapt.errors import UserError
-from metadapt.tasks import TaskBatch
+from metadapt.tasks import TaskBatch, TaskSource
+from metadapt.training import distributed
 from metadapt.training.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from metadapt.training.run import checkpoint_path, config_path, restore_state
 
 VAL_SEED_OFFSET = 10_007  # validation tasks come from their own stream, never the training one
+
+
+class Interrupted(Exception):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint."""
+
+    def __init__(self, step: int, run_dir: Path, signum: int):
+        self.step, self.run_dir, self.signum = step, run_dir, signum
+        super().__init__(
+            f"{signal.Signals(signum).name} received: saved a checkpoint at step {step}; "
+            f"resume with: metadapt train --resume --run-dir {run_dir}"
+        )
+
+
+class NonFiniteError(UserError):
+    """A non-finite meta-loss or meta-gradient with ``train.on_nonfinite: stop``."""
 
 
 def build_optimizer(config: Config, algorithm: Algorithm) -> torch.optim.Optimizer:
@@ -43,10 +63,11 @@ def validation_loss(algorithm: Algorithm, batch: TaskBatch) -> float:
 
 
 def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
-    last = checkpoint_path(run_dir, "last")
     if resume:
-        if not last.is_file():
-            raise UserError(f"cannot resume: {str(last)!r} not found; drop --resume to start a new run")
+        if not config_path(run_dir).is_file():
+            raise UserError(f"cannot resume: {str(run_dir)!r} is not a run; drop --resume to start a new run")
+        for torn in checkpoint_path(run_dir).parent.glob(".*.tmp"):  # left by a crash mid-write
+            torn.unlink()
     elif run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise UserError(
@@ -62,84 +83,167 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop metrics logged after the checkpoint so the log matches the state."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass  # a line torn by a crash mid-write
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+@contextmanager
+def _stop_on_signals():
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps."""
+    received: list[int] = []
+    handler = lambda signum, frame: received.append(signum)  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _gradients_finite(parameters: list[torch.nn.Parameter]) -> bool:
+    grads = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
+    return bool(torch.isfinite(torch.cat(grads)).all()) if grads else True
+
+
 def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> dict:
-    """Meta-train ``config`` into ``run_dir``; returns a summary (final losses, throughput)."""
+          progress: bool = True, tasks: TaskSource | None = None) -> dict:
+    """Meta-train ``config`` into ``run_dir``; returns a summary (final losses, throughput).
+
+    ``tasks`` replaces the recipe's task source (any object with ``sample(n, generator)``).
+    """
     run_dir = Path(run_dir)
-    _prepare_run_dir(run_dir, config, resume, overwrite)
+    context = distributed.from_environment(config.train.device)
+    try:
+        return _train(config, run_dir, resume, overwrite, progress, tasks, context)
+    finally:
+        distributed.shutdown(context)
+
+
+def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict:
+    if context.is_main:
+        _prepare_run_dir(run_dir, config, resume, overwrite)
+    distributed.barrier(context)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    device = torch.device(config.train.device)
+    device = distributed.process_device(config.train.device, context)
+    config.train.device = str(device)
 
     algorithm = build_algorithm(config)
+    parameters = list(algorithm.parameters())
     optimizer = build_optimizer(config, algorithm)
-    tasks = build_tasks(config)
+    tasks = build_tasks(config) if tasks is None else tasks
     generator = torch.Generator().manual_seed(config.train.seed)
-    val_batch = tasks.sample(config.train.val_tasks, torch.Generator().manual_seed(config.train.seed + VAL_SEED_OFFSET)).to(device)
-    step, best = 0, math.inf
+    val_generator = torch.Generator().manual_seed(config.train.seed + VAL_SEED_OFFSET)
+    val_batch = tasks.sample(config.train.val_tasks, val_generator).to(device) if context.is_main else None
+    step, best, skipped = 0, math.inf, 0
     metrics_path = run_dir / "metrics.jsonl"
 
+    if resume and not checkpoint_path(run_dir, "last").is_file():
+        resume = False  # killed before its first checkpoint: start again from step 0, same result
+        if context.is_main:
+            _truncate_metrics(metrics_path, 0)
     if resume:
         payload = load_checkpoint(checkpoint_path(run_dir, "last"))
         restore_state(algorithm, payload["state"], checkpoint_path(run_dir, "last"))
-        optimizer.load_state_dict(payload["optimizer"])
-        generator.set_state(payload["generator"])
-        step, best = int(payload["step"]), float(payload["best"])
-        _truncate_metrics(metrics_path, step)
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+            generator.set_state(payload["generator"])
+            step, best = int(payload["step"]), float(payload["best"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            raise UserError(f"checkpoint {str(checkpoint_path(run_dir, 'last'))!r} is incomplete ({err}); "
+                            "resume from another checkpoint or retrain") from None
+        if context.is_main:
+            _truncate_metrics(metrics_path, step)
+    distributed.barrier(context)
+
+    saved_at = [step if resume else None]
 
     def checkpoint(which: str) -> None:
-        save_checkpoint(checkpoint_path(run_dir, which), {
-            "state": algorithm.state_dict(), "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(), "step": step, "best": best,
-            "algorithm": config.algorithm.name,
-        })
+        if which == "last":
+            saved_at[0] = step
+        if context.is_main:
+            save_checkpoint(checkpoint_path(run_dir, which), {
+                "state": algorithm.state_dict(), "optimizer": optimizer.state_dict(),
+                "generator": generator.get_state(), "step": step, "best": best,
+                "algorithm": config.algorithm.name,
+            })
 
     total = config.train.iterations
-    bar = tqdm(total=total, initial=step, desc=f"meta-train {config.algorithm.name}", disable=not progress,
-               dynamic_ncols=True, unit="it")
+    bar = tqdm(total=total, initial=step, desc=f"meta-train {config.algorithm.name}",
+               disable=not (progress and context.is_main), dynamic_ncols=True, unit="it")
     started, started_step = time.perf_counter(), step
-    running = None
-    last_val = None
-    with open(metrics_path, "a") as log:
-        while step < total:
-            batch = tasks.sample(config.train.meta_batch_size, generator).to(device)
-            loss, metrics = algorithm.meta_loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            running = metrics["query_loss"] if running is None else 0.98 * running + 0.02 * metrics["query_loss"]
-            bar.update(1)
-            record = None
-            if step % config.train.log_every == 0 or step == total:
-                elapsed = time.perf_counter() - started
-                record = {"step": step, "split": "train", **metrics,
-                          "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)}
-            if step % config.train.val_every == 0 or step == total:
-                last_val = validation_loss(algorithm, val_batch)
-                if last_val < best:
-                    best = last_val
-                    checkpoint("best")
-                log.write(json.dumps({"step": step, "split": "val", "query_loss": last_val}) + "\n")
-            if record is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{running:.3f}", val=f"{last_val:.3f}" if last_val is not None else "-")
-            if step % config.train.checkpoint_every == 0 or step == total:
-                log.flush()
-                checkpoint("last")
-    bar.close()
+    running, last_val = None, None
+    log = open(metrics_path, "a") if context.is_main else None
+    try:
+        with _stop_on_signals() as signals:
+            while step < total:
+                batch, share = distributed.shard(tasks.sample(config.train.meta_batch_size, generator), context)
+                loss, metrics = algorithm.meta_loss(batch.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                (loss * share).backward()
+                distributed.sum_gradients(parameters, context)
+                finite = math.isfinite(loss.item()) and _gradients_finite(parameters)
+                # one all-reduce agrees on the logged loss, on faults and on signals across processes
+                shared = distributed.sum_values(torch.tensor(
+                    [metrics["query_loss"] * share, float(not finite), float(bool(signals))], dtype=torch.float64), context)
+                query_loss, any_fault, any_signal = shared[0].item(), shared[1].item() > 0, shared[2].item() > 0
+                if any_fault:
+                    if config.train.on_nonfinite == "stop":
+                        raise NonFiniteError(
+                            f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {loss.item()}); "
+                            f"stopped; the last good checkpoint is kept ({'step ' + str(saved_at[0]) if saved_at[0] is not None else 'none was written yet'}). "
+                            "Lower train.meta_lr or algorithm.inner_lr, or set train.on_nonfinite=skip"
+                        )
+                    skipped += 1
+                    optimizer.zero_grad(set_to_none=True)
+                else:
+                    optimizer.step()
+                step += 1
+                if not any_fault:
+                    running = query_loss if running is None else 0.98 * running + 0.02 * query_loss
+                bar.update(1)
+                if context.is_main:
+                    if any_fault:
+                        log.write(json.dumps({"step": step, "split": "train", "skipped": "non-finite"}) + "\n")
+                    if step % config.train.val_every == 0 or step == total:
+                        last_val = validation_loss(algorithm, val_batch)
+                        if last_val < best:
+                            best = last_val
+                            checkpoint("best")
+                        log.write(json.dumps({"step": step, "split": "val", "query_loss": last_val}) + "\n")
+                    if step % config.train.log_every == 0 or step == total:
+                        elapsed = time.perf_counter() - started
+                        log.write(json.dumps({"step": step, "split": "train", **metrics, "query_loss": query_loss,
+                                              "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)}) + "\n")
+                        log.flush()
+                        bar.set_postfix(loss=f"{running:.3f}" if running is not None else "-",
+                                        val=f"{last_val:.3f}" if last_val is not None else "-")
+                if step % config.train.checkpoint_every == 0 or step == total or any_signal:
+                    if log:
+                        log.flush()
+                    checkpoint("last")
+                if any_signal:
+                    raise Interrupted(step, run_dir, signals[0] if signals else signal.SIGTERM)
+    finally:
+        bar.close()
+        if log:
+            log.close()
     elapsed = time.perf_counter() - started
     summary = {
         "steps": step,
         "train_query_loss": running,
         "best_val_query_loss": best,
+        "skipped_steps": skipped,
         "seconds": elapsed,
         "iterations_per_second": (step - started_step) / max(elapsed, 1e-9),
+        "processes": context.world_size,
     }
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    if context.is_main:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
     return summary

@@ -1,0 +1,154 @@
+"""Killed, interrupted, numerically faulty and multi-process runs end where they should."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from metadapt.config import build_config
+from metadapt.training import load, train
+from metadapt.training.trainer import NonFiniteError
+
+ROOT = Path(__file__).parent.parent
+RECIPE = str(ROOT / "configs/sinusoid/maml.yaml")
+SETTINGS = ["train.iterations=400", "train.meta_batch_size=6", "train.val_every=50", "train.val_tasks=10",
+            "train.checkpoint_every=50", "train.log_every=10", "model.hidden=[16, 16]", "train.threads=1"]
+
+
+def final_state(run_dir):
+    return torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
+
+
+def same(a, b):
+    return a["step"] == b["step"] and all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "run"
+    train(build_config(build_config().to_dict() | {}, SETTINGS), path, progress=False)
+    return final_state(path)
+
+
+def logged_step(run_dir: Path) -> int:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        return max((json.loads(l)["step"] for l in lines if l.strip()), default=0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def start(run_dir, env=None, script=None):
+    cmd = [sys.executable, script or "-m", *([] if script else ["metadapt"]), "train", RECIPE, *SETTINGS,
+           "--run-dir", str(run_dir), "--no-progress"]
+    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def resume(run_dir):
+    proc = subprocess.run([sys.executable, "-m", "metadapt", "train", "--resume", "--run-dir", str(run_dir), "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("kill_after_step", [0, 120, 330])
+def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path, reference, kill_after_step):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir)
+    deadline = time.time() + 120
+    while logged_step(run_dir) < kill_after_step and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if kill_after_step == 0:
+        while not (run_dir / "config.yaml").exists() and time.time() < deadline:
+            time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert logged_step(run_dir) < 400, "the run finished before it could be killed"
+    resume(run_dir)
+    assert same(final_state(run_dir), reference)
+
+
+@pytest.mark.parametrize("kill_at_save", [1, 4])
+def test_sigkill_during_a_checkpoint_write_keeps_the_last_good_one(tmp_path, reference, kill_at_save):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, env={"KILL_AT_SAVE": str(kill_at_save)}, script=str(ROOT / "tests/killable_train.py"))
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert list((run_dir / "checkpoints").glob(".*.tmp")), "the torn temporary file should be there"
+    if (run_dir / "checkpoints/last.pt").exists():
+        torch.load(run_dir / "checkpoints/last.pt", weights_only=True)  # never torn
+    resume(run_dir)
+    assert same(final_state(run_dir), reference)
+    assert not list((run_dir / "checkpoints").glob(".*.tmp"))
+
+
+def test_sigterm_saves_and_says_how_to_resume(tmp_path, reference):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir)
+    while logged_step(run_dir) < 100 and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    step = final_state(run_dir)["step"]
+    assert 100 <= step < 400
+    assert f"saved a checkpoint at step {step}; resume with: metadapt train --resume --run-dir {run_dir}" in err
+    resume(run_dir)
+    assert same(final_state(run_dir), reference)
+
+
+class PoisonedTasks:
+    """The recipe's sinusoids, with a NaN in the meta-batch of one chosen step."""
+
+    def __init__(self, inner, poisoned_call):
+        self.inner, self.calls, self.poisoned_call = inner, 0, poisoned_call
+
+    def sample(self, n, generator):
+        batch = self.inner.sample(n, generator)
+        if n == 6:  # training meta-batches, not the validation set
+            self.calls += 1
+            if self.calls == self.poisoned_call:
+                batch.support_y[0, 0, 0] = float("nan")
+        return batch
+
+
+def test_nan_stops_the_run_and_the_last_good_checkpoint_loads(tmp_path):
+    from metadapt.tasks import SinusoidTasks
+    config = build_config(None, SETTINGS)
+    with pytest.raises(NonFiniteError, match=r"non-finite meta-loss or meta-gradient at step 73 .*last good checkpoint is kept \(step 50\)"):
+        train(config, tmp_path / "run", progress=False, tasks=PoisonedTasks(SinusoidTasks(), 73))
+    state = final_state(tmp_path / "run")
+    assert state["step"] == 50 and all(torch.isfinite(v).all() for v in state["state"].values())
+    load(tmp_path / "run", "last")
+
+
+def test_nan_step_is_skipped_when_asked(tmp_path):
+    from metadapt.tasks import SinusoidTasks
+    config = build_config(None, SETTINGS + ["train.iterations=100", "train.on_nonfinite=skip"])
+    summary = train(config, tmp_path / "run", progress=False, tasks=PoisonedTasks(SinusoidTasks(), 30))
+    assert summary["skipped_steps"] == 1 and summary["steps"] == 100
+    assert all(torch.isfinite(v).all() for v in final_state(tmp_path / "run")["state"].values())
+    logged = [json.loads(l) for l in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert {"step": 30, "split": "train", "skipped": "non-finite"} in logged
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "reptile"])
+def test_two_processes_under_torchrun_match_one(tmp_path, algorithm):
+    settings = [s for s in SETTINGS if not s.startswith("train.iterations")] + ["train.iterations=20", f"algorithm.name={algorithm}"]
+    one = tmp_path / "one"
+    train(build_config(None, settings), one, progress=False)
+    two = tmp_path / "two"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "metadapt",
+           "train", RECIPE, *settings, "--run-dir", str(two), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = final_state(one), final_state(two)
+    assert a["step"] == b["step"] == 20
+    diff = max((a["state"][k] - b["state"][k]).abs().max().item() for k in a["state"])
+    assert diff <= 1e-6
+    assert proc.stdout.count("trained maml") + proc.stdout.count("trained reptile") == 1  # rank 0 alone reports
