@@ -56,6 +56,7 @@ def build_algorithm(config: Config) -> Algorithm:
     if cls is Reptile:
         options.pop("first_order")
     algorithm = cls(_seeded(lambda: build_model(config), config.train.seed), **options)
+    algorithm.name_in_config = config.algorithm.name
     return algorithm.to(config.train.device)
 
 

@@ -77,6 +77,8 @@ def cmd_adapt(args) -> int:
     from metadapt.csvio import read_table, write_predictions
     from metadapt.training import load
 
+    if args.output is not None and Path(args.output).exists() and not args.overwrite:
+        raise UserError(f"{args.output!r} already exists; pass --overwrite to replace it or choose another --output")
     run = load(args.run)
     n_in, n_out = 1, 1
     support, _ = read_table(args.support, (n_in + n_out,), "support")
@@ -162,6 +164,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", required=True, help="CSV with column x (or x,y to also report the MSE)")
     p.add_argument("--steps", type=int, help="adaptation steps (default: the run's inner_steps)")
     p.add_argument("--output", help="write predictions here (default: standard output)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("demo", help="meta-train MAML and the pretrain baseline on sinusoids, evaluate, report")

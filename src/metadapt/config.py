@@ -179,6 +179,9 @@ def validate(config: Config) -> Config:
         raise UserError(f"eval.shots must be a non-empty list of positive integers, got {config.eval.shots}")
     if any(not t > 0 for t in config.eval.targets):
         raise UserError(f"eval.targets must be positive losses, got {config.eval.targets}")
+    if config.algorithm.learn_inner_lr and config.algorithm.name in ("reptile", "pretrain"):
+        raise UserError(f"algorithm.learn_inner_lr=true needs a meta-gradient through the inner loop, which "
+                        f"{config.algorithm.name} has not; use algorithm.name=metasgd")
     if config.algorithm.name in ("maml", "fomaml", "metasgd", "anil", "reptile") and config.algorithm.inner_steps == 0:
         raise UserError(f"algorithm.inner_steps must be >= 1 for {config.algorithm.name}")
     return config

@@ -54,6 +54,8 @@ class Algorithm(nn.Module):
     """
 
     name: str = "algorithm"
+    #: the recipe's ``algorithm.name`` (e.g. ``fomaml`` for a first-order ``MAML``), set by ``build``.
+    name_in_config: str | None = None
     #: ``False`` for baselines that have nothing to meta-train (training from scratch).
     trainable: bool = True
 

@@ -37,9 +37,15 @@ def read_run_config(run_dir: str | Path) -> Config:
     return build_config(data)
 
 
-def restore_state(algorithm: Algorithm, state: dict, source: Path) -> None:
+def restore_state(algorithm: Algorithm, payload: dict, source: Path) -> None:
+    written_by = payload.get("algorithm")
+    if None not in (written_by, algorithm.name_in_config) and written_by != algorithm.name_in_config:
+        raise UserError(
+            f"checkpoint {str(source)!r} was written by {written_by}, but this run's recipe says "
+            f"{algorithm.name_in_config}; was it copied from another run?"
+        )
     try:
-        algorithm.load_state_dict(state)
+        algorithm.load_state_dict(payload["state"])
     except (RuntimeError, KeyError) as err:
         detail = str(err).splitlines()[0][:160]
         raise UserError(
@@ -88,6 +94,6 @@ def load(run_dir: str | Path, which: str = "best", device: str | None = None) ->
         path = checkpoint_path(run_dir, "last")
     payload = load_checkpoint(path)
     algorithm = build_algorithm(config)
-    restore_state(algorithm, payload["state"], path)
+    restore_state(algorithm, payload, path)
     algorithm.eval()
     return Run(run_dir, config, algorithm)

@@ -150,7 +150,7 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
             _truncate_metrics(metrics_path, 0)
     if resume:
         payload = load_checkpoint(checkpoint_path(run_dir, "last"))
-        restore_state(algorithm, payload["state"], checkpoint_path(run_dir, "last"))
+        restore_state(algorithm, payload, checkpoint_path(run_dir, "last"))
         try:
             optimizer.load_state_dict(payload["optimizer"])
             generator.set_state(payload["generator"])
