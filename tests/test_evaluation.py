@@ -51,31 +51,31 @@ def trained(tmp_path_factory):
 def test_evaluate_run_writes_results_figures_and_report(trained):
     run = load(trained / "maml")
     results = evaluate_run(run, [load(trained / "pretrain")], progress=False)
-    assert set(results["shots"]) == {"5", "10"}
-    methods = results["shots"]["5"]["methods"]
+    assert set(results["settings"]) == {"5-shot", "10-shot"}
+    methods = results["settings"]["5-shot"]["methods"]
     assert list(methods) == ["maml", "pretrain", "scratch"]
-    assert len(methods["maml"]["mean"]) == 11 and results["shots"]["5"]["tasks"] == 30
+    assert len(methods["maml"]["mean"]) == 11 and results["settings"]["5-shot"]["tasks"] == 30
     # after 200 meta-iterations MAML already adapts better in one step than the pretrained net
     assert methods["maml"]["mean"][1] < methods["pretrain"]["mean"][1]
     saved = json.loads((trained / "maml" / "eval" / "results.json").read_text())
-    assert saved["shots"]["10"]["methods"]["scratch"]["mean"] == results["shots"]["10"]["methods"]["scratch"]["mean"]
+    assert saved["settings"]["10-shot"]["methods"]["scratch"]["mean"] == results["settings"]["10-shot"]["methods"]["scratch"]["mean"]
     for png in ["adaptation_curves.png", "example_fits_5shot.png", "example_fits_10shot.png"]:
         data = (trained / "maml" / "plots" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     report = (trained / "maml" / "report.md").read_text()
     assert "| maml |" in report and "![Adaptation curves](plots/adaptation_curves.png)" in report
     assert "meta-iterations/s" in report
-    assert "steps to MSE" in speed_table(results) and "5-shot (30 tasks)" in comparison_table(results)
+    assert "steps to MSE" in speed_table(results) and "5-shot (30 tasks), MSE" in comparison_table(results)
 
 
 def test_same_test_tasks_for_every_method(trained):
     run = load(trained / "maml")
     a = evaluate_run(run, [], tasks=10, steps=2, progress=False)
     b = evaluate_run(run, [], tasks=10, steps=2, progress=False)
-    assert a["shots"]["5"]["methods"]["maml"]["mean"] == b["shots"]["5"]["methods"]["maml"]["mean"]
+    assert a["settings"]["5-shot"]["methods"]["maml"]["mean"] == b["settings"]["5-shot"]["methods"]["maml"]["mean"]
 
 
 def test_diverged_curves_are_shown_as_such():
-    results = {"steps": 1, "targets": [1.0], "shots": {"5": {"tasks": 2, "queries": 3, "methods": {
+    results = {"metric": "mse", "steps": 1, "targets": [1.0], "settings": {"5-shot": {"tasks": 2, "queries": 3, "methods": {
         "metasgd": {"mean": [3.0, float("nan")], "ci95": [0.1, float("nan")], "steps_to_target": {"1.0": None}}}}}}
     assert "diverged" in comparison_table(results)

@@ -1,13 +1,18 @@
 """From a validated :class:`~metadapt.config.Config` to the objects a run uses."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import nn
 
 from metadapt.algorithms import MAML, Algorithm, Pretrain, Reptile, Scratch
+from metadapt.algorithms.matching import MatchingNet
+from metadapt.algorithms.protonet import ProtoNet
 from metadapt.config import Config
-from metadapt.models import MLP
-from metadapt.tasks import SinusoidTasks
+from metadapt.models import MLP, Conv4
+from metadapt.tasks import SinusoidTasks, TaskSource
+from metadapt.tasks.episodes import Episodes
 
 #: algorithm name → (class, options the name implies)
 ALGORITHMS: dict[str, tuple[type, dict]] = {
@@ -17,18 +22,38 @@ ALGORITHMS: dict[str, tuple[type, dict]] = {
     "anil": (MAML, {"adapt_only": "head"}),
     "reptile": (Reptile, {}),
     "pretrain": (Pretrain, {}),
+    "protonet": (ProtoNet, {}),
+    "matching": (MatchingNet, {}),
 }
 
 
-def build_tasks(config: Config, shots: int | None = None, queries: int | None = None) -> SinusoidTasks:
-    return SinusoidTasks.preset(
-        config.task.preset,
-        shots=config.task.shots if shots is None else shots,
-        queries=config.task.queries if queries is None else queries,
-    )
+@lru_cache(maxsize=4)
+def _omniglot(subset: str, split: str, data_dir: str | None, download: bool):
+    from metadapt.datasets.omniglot import load_omniglot
+
+    return load_omniglot(subset, split=split, data_dir=data_dir, allow_download=download)
 
 
-def build_model(config: Config) -> nn.Module:
+def build_tasks(config: Config, subset: str = "train", shots: int | None = None, queries: int | None = None,
+                ways: int | None = None) -> TaskSource:
+    """The task source of ``subset`` ("train", "val" or "test"; sinusoids have one distribution)."""
+    t = config.task
+    shots = t.shots if shots is None else shots
+    queries = t.queries if queries is None else queries
+    if t.family == "sinusoid":
+        return SinusoidTasks.preset(t.preset, shots=shots, queries=queries)
+    name = {"train": t.train_subset, "val": t.val_subset, "test": t.test_subset}[subset]
+    return Episodes(_omniglot(name, t.split, t.data_dir, t.download), ways=t.ways if ways is None else ways,
+                    shots=shots, queries=queries)
+
+
+def is_classification(config: Config) -> bool:
+    return config.task.family != "sinusoid"
+
+
+def build_model(config: Config, head: bool = True) -> nn.Module:
+    if config.model.name == "conv4":
+        return Conv4(1, config.model.filters, out_features=config.task.ways if head else None)
     return MLP(1, config.model.hidden, 1)
 
 
@@ -40,10 +65,11 @@ def _seeded(fn, seed: int):
 
 def _options(config: Config) -> dict:
     a = config.algorithm
-    cls, implied = ALGORITHMS[a.name]
+    _, implied = ALGORITHMS[a.name]
     options = dict(
-        loss="mse", inner_lr=a.inner_lr, inner_steps=a.inner_steps, first_order=a.first_order,
-        learn_inner_lr=a.learn_inner_lr, adapt_only=a.adapt_only, task_parallel=a.task_parallel,
+        loss="cross_entropy" if is_classification(config) else "mse", inner_lr=a.inner_lr,
+        inner_steps=a.inner_steps, first_order=a.first_order, learn_inner_lr=a.learn_inner_lr,
+        adapt_only=a.adapt_only, task_parallel=a.task_parallel,
     )
     options.update({k: v for k, v in implied.items() if v})
     return options
@@ -52,10 +78,18 @@ def _options(config: Config) -> dict:
 def build_algorithm(config: Config) -> Algorithm:
     """The run's algorithm, its model initialised from ``train.seed`` (global RNG untouched)."""
     cls, _ = ALGORITHMS[config.algorithm.name]
-    options = _options(config)
-    if cls is Reptile:
-        options.pop("first_order")
-    algorithm = cls(_seeded(lambda: build_model(config), config.train.seed), **options)
+    if cls in (ProtoNet, MatchingNet):
+        encoder = _seeded(lambda: build_model(config, head=False), config.train.seed)
+        if cls is ProtoNet:
+            algorithm = ProtoNet(encoder)
+        else:
+            algorithm = _seeded(lambda: MatchingNet(encoder, encoder.embedding_dim, config.algorithm.fce,
+                                                    config.algorithm.fce_steps), config.train.seed + 1)
+    else:
+        options = _options(config)
+        if cls is Reptile:
+            options.pop("first_order")
+        algorithm = cls(_seeded(lambda: build_model(config), config.train.seed), **options)
     algorithm.name_in_config = config.algorithm.name
     return algorithm.to(config.train.device)
 

@@ -121,7 +121,7 @@ def cmd_demo(args) -> int:
     print()
     print(comparison_table(results, markdown=False))
     print(speed_table(results, markdown=False))
-    five = results["shots"].get("5")
+    five = results["settings"].get("5-shot")
     if five:
         m, p = five["methods"]["maml"]["mean"], five["methods"]["pretrain"]["mean"]
         steps = [k for k in (1, 5, 10) if k < len(m)]

@@ -19,16 +19,24 @@ from metadapt.errors import UserError
 
 @dataclass
 class TaskConfig:
-    family: str = "sinusoid"
-    preset: str = "maml"          # "maml": x ~ U[-5, 5]; "founding": x ~ U[-pi, pi]
-    shots: int = 10               # support examples per task during meta-training
-    queries: int = 10             # query examples per task during meta-training
+    family: str = "sinusoid"      # sinusoid | omniglot
+    preset: str = "maml"          # sinusoid: "maml": x ~ U[-5, 5]; "founding": x ~ U[-pi, pi]
+    shots: int = 10               # support examples per task (per class for omniglot) in meta-training
+    queries: int = 10             # query examples per task (per class for omniglot) in meta-training
+    ways: int = 5                 # omniglot: classes per episode in meta-training
+    data_dir: str | None = None   # omniglot: folder with the archives (default ~/.cache/metadapt/data/omniglot)
+    split: str = "vinyals"        # omniglot: vinyals | background
+    train_subset: str = "trainval"
+    val_subset: str = "val"
+    test_subset: str = "test"
+    download: bool = True         # omniglot: fetch missing archives where there is a network
 
 
 @dataclass
 class ModelConfig:
-    name: str = "mlp"
+    name: str = "mlp"             # mlp | conv4
     hidden: list[int] = field(default_factory=lambda: [40, 40])
+    filters: int = 64             # conv4
 
 
 @dataclass
@@ -40,6 +48,8 @@ class AlgorithmConfig:
     learn_inner_lr: bool = False  # implied by metasgd
     adapt_only: str | None = None  # "head" is implied by anil
     task_parallel: str = "auto"   # auto | vmap | loop
+    fce: bool = False             # matching: full-context embeddings
+    fce_steps: int = 5            # matching: attLSTM steps with fce
 
 
 @dataclass
@@ -62,6 +72,7 @@ class TrainConfig:
 class EvalConfig:
     tasks: int = 600
     shots: list[int] = field(default_factory=lambda: [5, 10, 20])
+    ways: list[int] = field(default_factory=lambda: [5, 20])   # omniglot only
     queries: int = 100
     steps: int = 10
     targets: list[float] = field(default_factory=lambda: [1.0, 0.5])
@@ -81,18 +92,21 @@ class Config:
         return dataclasses.asdict(self)
 
 
-ALGORITHM_NAMES = ("maml", "fomaml", "metasgd", "anil", "reptile", "pretrain")
+GRADIENT_BASED = ("maml", "fomaml", "metasgd", "anil", "reptile", "pretrain")
+METRIC_BASED = ("protonet", "matching")
+ALGORITHM_NAMES = GRADIENT_BASED + METRIC_BASED
 CHOICES = {
-    "task.family": ("sinusoid",),
+    "task.family": ("sinusoid", "omniglot"),
     "task.preset": ("maml", "founding"),
-    "model.name": ("mlp",),
+    "task.split": ("vinyals", "background"),
+    "model.name": ("mlp", "conv4"),
     "algorithm.name": ALGORITHM_NAMES,
     "algorithm.adapt_only": (None, "head"),
     "algorithm.task_parallel": ("auto", "vmap", "loop"),
     "train.optimizer": ("adam", "sgd"),
     "train.on_nonfinite": ("stop", "skip"),
 }
-POSITIVE = {"task.shots", "task.queries", "algorithm.inner_lr", "train.iterations", "train.meta_batch_size",
+POSITIVE = {"task.shots", "task.queries", "task.ways", "model.filters", "algorithm.fce_steps", "algorithm.inner_lr", "train.iterations", "train.meta_batch_size",
             "train.meta_lr", "train.log_every", "train.val_every", "train.val_tasks", "train.checkpoint_every",
             "eval.tasks", "eval.queries"}
 NON_NEGATIVE = {"algorithm.inner_steps", "eval.steps", "train.threads", "train.seed", "eval.seed"}
@@ -179,10 +193,22 @@ def validate(config: Config) -> Config:
         raise UserError(f"eval.shots must be a non-empty list of positive integers, got {config.eval.shots}")
     if any(not t > 0 for t in config.eval.targets):
         raise UserError(f"eval.targets must be positive losses, got {config.eval.targets}")
+    if config.task.family == "omniglot" and config.model.name != "conv4":
+        raise UserError("task.family=omniglot needs model.name=conv4 (images); mlp is for sinusoid")
+    if config.task.family == "sinusoid" and config.model.name != "mlp":
+        raise UserError("task.family=sinusoid needs model.name=mlp")
+    if config.algorithm.name in METRIC_BASED and config.task.family != "omniglot":
+        raise UserError(f"algorithm.name={config.algorithm.name} classifies; use it with task.family=omniglot")
+    if config.algorithm.name == "pretrain" and config.task.family != "sinusoid":
+        raise UserError("algorithm.name=pretrain is implemented for sinusoid regression only so far")
+    if config.task.family == "omniglot" and (not config.eval.ways or any(w < 2 for w in config.eval.ways)):
+        raise UserError(f"eval.ways must be a non-empty list of integers >= 2, got {config.eval.ways}")
+    if config.task.family == "omniglot" and config.task.ways < 2:
+        raise UserError(f"task.ways must be >= 2 for classification, got {config.task.ways}")
     if config.algorithm.learn_inner_lr and config.algorithm.name in ("reptile", "pretrain"):
         raise UserError(f"algorithm.learn_inner_lr=true needs a meta-gradient through the inner loop, which "
                         f"{config.algorithm.name} has not; use algorithm.name=metasgd")
-    if config.algorithm.name in ("maml", "fomaml", "metasgd", "anil", "reptile") and config.algorithm.inner_steps == 0:
+    if config.algorithm.name in GRADIENT_BASED[:-1] and config.algorithm.inner_steps == 0:
         raise UserError(f"algorithm.inner_steps must be >= 1 for {config.algorithm.name}")
     return config
 

@@ -165,6 +165,13 @@ class GradientLearner(Algorithm):
             losses.append(self.loss(p, batch.query_x[i], batch.query_y[i]))
         return torch.stack(losses)
 
+    def supports(self, batch) -> bool:
+        """A classifier's head fixes the number of ways it can be evaluated on."""
+        if torch.is_floating_point(batch.support_y):
+            return True
+        linears = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
+        return not linears or linears[-1].out_features == int(batch.support_y.max()) + 1
+
     # ----- adaptation at test time -----------------------------------------------------------
     def initial_params(self, num_tasks: int) -> Params:
         """Parameters adaptation starts from, with a task axis (the meta-learned init, shared)."""

@@ -1,4 +1,8 @@
-"""Learning speed: query loss after 0, 1, …, N adaptation steps on fresh test tasks."""
+"""Learning speed: the query score after 0, 1, …, N adaptation steps on fresh test tasks.
+
+The score is the query MSE for regression and the query accuracy for classification (labels
+are integers). Metric-based methods take no steps: their curve is one point.
+"""
 from __future__ import annotations
 
 import torch
@@ -10,33 +14,51 @@ from metadapt.evaluation.stats import mean_ci, steps_to_target
 from metadapt.tasks import TaskBatch
 
 
+def is_classification(batch: TaskBatch) -> bool:
+    return not torch.is_floating_point(batch.query_y)
+
+
+def per_task_score(algorithm: Algorithm, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``[T]`` accuracy (integer targets) or loss (real targets) of each task's predictions."""
+    if not torch.is_floating_point(target):
+        return (prediction.argmax(-1) == target).float().mean(-1)
+    return vmap(algorithm.loss_fn)(prediction, target)
+
+
 @torch.no_grad()
-def adaptation_curve(algorithm: Algorithm, batch: TaskBatch, steps: int, chunk: int = 300) -> torch.Tensor:
-    """Per-task query loss after each adaptation step, shape ``[T, steps + 1]``."""
+def adaptation_curve(algorithm: Algorithm, batch: TaskBatch, steps: int, chunk: int = 100) -> torch.Tensor:
+    """Per-task query score after each adaptation step, shape ``[T, k + 1]`` with ``k`` the
+    steps the method takes (``steps``, or 0 for a metric-based method)."""
     rows = []
-    per_task_loss = vmap(algorithm.loss_fn)
     for start in range(0, batch.num_tasks, chunk):
         part = batch[start:start + chunk]
         adapted = algorithm.adapt_tasks(part.support_x, part.support_y, steps)
-        rows.append(torch.stack(
-            [per_task_loss(adapted.predict(part.query_x, step=k), part.query_y) for k in range(steps + 1)], dim=1))
+        taken = adapted.steps
+        rows.append(torch.stack([per_task_score(algorithm, adapted.predict(part.query_x, step=k), part.query_y)
+                                 for k in range(taken + 1)], dim=1).cpu())
     return torch.cat(rows)
 
 
-def evaluate_learning_speed(methods: dict[str, Algorithm], batches: dict[int, TaskBatch], steps: int,
+def evaluate_learning_speed(methods: dict[str, Algorithm], settings: dict[str, TaskBatch], steps: int,
                             targets: list[float], progress: bool = True) -> dict:
-    """Adaptation curves (mean and 95% CI over tasks) of every method at every shot count,
-    all methods on the same tasks, plus the steps each needs to reach each target loss."""
-    results: dict = {"steps": steps, "targets": targets, "shots": {}}
-    jobs = [(shots, name) for shots in batches for name in methods]
-    for shots, name in tqdm(jobs, desc="evaluate", disable=not progress, unit="curve"):
-        batch = batches[shots]
-        curve = adaptation_curve(methods[name], batch, steps)
+    """Adaptation curves (mean and 95% CI over tasks) of every method in every setting, all
+    methods on the same tasks, plus the steps each needs to reach each target score."""
+    first = next(iter(settings.values()))
+    metric = "accuracy" if is_classification(first) else "mse"
+    results: dict = {"metric": metric, "steps": steps, "targets": targets, "settings": {}}
+    jobs = [(label, name) for label in settings for name in methods]
+    for label, name in tqdm(jobs, desc="evaluate", disable=not progress, unit="curve"):
+        batch = settings[label]
+        algorithm = methods[name]
+        if getattr(algorithm, "supports", lambda b: True)(batch) is False:
+            continue
+        curve = adaptation_curve(algorithm, batch, steps)
         mean, ci = mean_ci(curve)
-        entry = results["shots"].setdefault(str(shots), {"tasks": batch.num_tasks, "queries": batch.query_x.shape[1], "methods": {}})
+        entry = results["settings"].setdefault(label, {"tasks": batch.num_tasks, "queries": batch.query_x.shape[1], "methods": {}})
         entry["methods"][name] = {
             "mean": mean.tolist(),
             "ci95": ci.tolist(),
-            "steps_to_target": {str(t): steps_to_target(mean.tolist(), t) for t in targets},
+            "steps_to_target": {str(t): steps_to_target(mean.tolist(), t, higher_is_better=metric == "accuracy")
+                                for t in targets},
         }
     return results

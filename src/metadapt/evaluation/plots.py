@@ -23,23 +23,66 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_adaptation_curves(results: dict, path: Path) -> None:
-    """Query MSE against adaptation steps, one panel per shot count, 95% CI bands."""
-    shots = list(results["shots"])
-    fig, axes = plt.subplots(1, len(shots), figsize=(4.2 * len(shots), 3.6), squeeze=False, sharey=True)
-    for ax, k in zip(axes[0], shots):
-        entry = results["shots"][k]
+    """Query score against adaptation steps, one panel per setting, 95% CI bands. A method
+    that takes no steps (metric-based) is drawn as a flat line at its score."""
+    labels = list(results["settings"])
+    accuracy = results["metric"] == "accuracy"
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.6), squeeze=False, sharey=not accuracy)
+    for ax, label in zip(axes[0], labels):
+        entry = results["settings"][label]
         for name, m in entry["methods"].items():
-            steps = range(len(m["mean"]))
             mean, ci = torch.tensor(m["mean"]), torch.tensor(m["ci95"])
-            ax.plot(steps, mean, marker="o", ms=3, label=name, color=COLORS.get(name.split(":")[0]))
-            ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2, color=COLORS.get(name.split(":")[0]))
-        ax.set_title(f"{k}-shot, {entry['tasks']} test tasks")
+            if accuracy:
+                mean, ci = 100 * mean, 100 * ci
+            color = COLORS.get(name.split(":")[0])
+            if len(mean) == 1:
+                steps = [0, results["steps"]]
+                mean, ci = mean.repeat(2), ci.repeat(2)
+                ax.plot(steps, mean, "--", label=f"{name} (no steps)", color=color)
+            else:
+                steps = list(range(len(mean)))
+                ax.plot(steps, mean, marker="o", ms=3, label=name, color=color)
+            ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2, color=color)
+        ax.set_title(f"{label}, {entry['tasks']} test tasks")
         ax.set_xlabel("adaptation steps")
-        ax.set_yscale("log")
+        if not accuracy:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("query MSE (mean, 95% CI)")
+    axes[0][0].set_ylabel("query accuracy % (mean, 95% CI)" if accuracy else "query MSE (mean, 95% CI)")
     axes[0][-1].legend()
-    fig.suptitle("Learning speed on new sine-wave tasks", y=1.04)
+    fig.suptitle("Learning speed on new tasks", y=1.04)
+    _save(fig, path)
+
+
+@torch.no_grad()
+def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes: int = 2, queries_shown: int = 10) -> None:
+    """For a few test episodes: the support images (one column per class) and query images
+    titled with the predicted class, green when right and red when wrong."""
+    device = next(algorithm.parameters()).device
+    batch = batch[:num_episodes]
+    adapted = algorithm.adapt_tasks(batch.support_x.to(device), batch.support_y.to(device))
+    predicted = adapted.predict(batch.query_x.to(device)).argmax(-1).cpu()
+    ways = int(batch.support_y.max()) + 1
+    shots = batch.support_x.shape[1] // ways
+    rows_per_episode = shots + (queries_shown + ways - 1) // ways
+    fig, axes = plt.subplots(num_episodes * rows_per_episode, ways,
+                             figsize=(1.1 * ways, 1.15 * num_episodes * rows_per_episode), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for e in range(num_episodes):
+        top = e * rows_per_episode
+        for i in range(shots * ways):
+            c, k = int(batch.support_y[e, i]), i % shots
+            ax = axes[top + k][c]
+            ax.imshow(batch.support_x[e, i, 0], cmap="gray_r")
+            ax.set_title(f"support {c}", fontsize=7)
+        for j in range(min(queries_shown, batch.query_x.shape[1])):
+            index = j * (batch.query_x.shape[1] // queries_shown) if batch.query_x.shape[1] >= queries_shown else j
+            truth, guess = int(batch.query_y[e, index]), int(predicted[e, index])
+            ax = axes[top + shots + j // ways][j % ways]
+            ax.imshow(batch.query_x[e, index, 0], cmap="gray_r")
+            ax.set_title(f"pred {guess} (true {truth})", fontsize=6, color="green" if guess == truth else "red")
+    fig.suptitle(f"{algorithm.name_in_config or algorithm.name}: example {ways}-way {shots}-shot test episodes")
     _save(fig, path)
 
 

@@ -1,4 +1,4 @@
-"""Text outputs of an evaluation: the comparison table (terminal and Markdown) and report.md."""
+"""Text outputs of an evaluation: the comparison tables (terminal and Markdown) and report.md."""
 from __future__ import annotations
 
 import math
@@ -11,68 +11,80 @@ def _columns(steps: int) -> list[int]:
     return sorted({s for s in (0, 1, 2, 5, 10, steps) if s <= steps})
 
 
-def _cell(m: dict, k: int) -> str:
+def _cell(m: dict, k: int, metric: str) -> str:
+    if k >= len(m["mean"]):
+        k = len(m["mean"]) - 1
     mean, ci = m["mean"][k], m["ci95"][k]
     if not math.isfinite(mean) or mean > 1e6:
         return "diverged"
+    if metric == "accuracy":
+        return f"{100 * mean:.1f} ± {100 * ci:.1f}"
     return f"{mean:.3f} ± {ci:.3f}"
 
 
+def _render(head: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
+    if markdown:
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
+
+
 def comparison_table(results: dict, markdown: bool = True) -> str:
-    """One block per shot count: query MSE (95% CI) after selected numbers of steps."""
-    cols = _columns(results["steps"])
+    """One block per setting: the query score (95% CI) after selected numbers of steps
+    (a metric-based method's single score stands in every column)."""
+    metric, cols = results["metric"], _columns(results["steps"])
+    unit = "accuracy %" if metric == "accuracy" else "MSE"
     lines = []
-    for shots, entry in results["shots"].items():
-        head = [f"{shots}-shot ({entry['tasks']} tasks)"] + [f"{k} step{'s' if k != 1 else ''}" for k in cols]
-        rows = [[name] + [_cell(m, k) for k in cols] for name, m in entry["methods"].items()]
-        if markdown:
-            lines.append("| " + " | ".join(head) + " |")
-            lines.append("|" + "---|" * len(head))
-            lines += ["| " + " | ".join(r) + " |" for r in rows]
-        else:
-            widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
-            lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
-            lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-        lines.append("")
+    for label, entry in results["settings"].items():
+        head = [f"{label} ({entry['tasks']} tasks), {unit}"] + [f"{k} step{'s' if k != 1 else ''}" for k in cols]
+        rows = [[name] + [_cell(m, k, metric) for k in cols] for name, m in entry["methods"].items()]
+        lines += _render(head, rows, markdown) + [""]
     return "\n".join(lines)
 
 
 def speed_table(results: dict, markdown: bool = True) -> str:
-    """Steps each method needs before its mean query MSE reaches each target."""
-    head = ["shots", "method"] + [f"steps to MSE ≤ {t:g}" for t in results["targets"]]
+    """Steps each method needs before its mean query score reaches each target."""
+    metric = results["metric"]
+    sign = "≥" if metric == "accuracy" else "≤"
+    head = ["setting", "method"] + [f"steps to {'accuracy' if metric == 'accuracy' else 'MSE'} {sign} {t:g}" for t in results["targets"]]
     rows = []
-    for shots, entry in results["shots"].items():
+    for label, entry in results["settings"].items():
         for name, m in entry["methods"].items():
             reached = [m["steps_to_target"][str(t)] for t in results["targets"]]
-            rows.append([shots, name] + [str(r) if r is not None else f"> {results['steps']}" for r in reached])
-    if markdown:
-        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [head] + rows)
+            rows.append([label, name] + [str(r) if r is not None else f"> {len(m['mean']) - 1}" for r in reached])
+    return "\n".join(_render(head, rows, markdown))
 
 
 def write_report(run_dir: Path, config: dict, training: dict | None, results: dict, figures: dict[str, str]) -> Path:
-    a, t, tr = config["algorithm"], config["task"], config["train"]
+    a, t, tr, m = config["algorithm"], config["task"], config["train"], config["model"]
+    if t["family"] == "sinusoid":
+        task_line = f"- Tasks: sinusoid preset `{t['preset']}`, {t['shots']} support + {t['queries']} query points per task in training."
+        model_line = f"- Model: MLP with hidden layers {m['hidden']}."
+    else:
+        task_line = (f"- Tasks: Omniglot ({t['split']} split, trained on `{t['train_subset']}`, tested on `{t['test_subset']}`), "
+                     f"{t['ways']}-way {t['shots']}-shot episodes with {t['queries']} queries per class in training.")
+        model_line = f"- Model: Conv-4 with {m['filters']} filters, BatchNorm on batch statistics."
     lines = [
-        f"# {config['name']}: {a['name']} on sinusoid regression",
+        f"# {config['name']}: {a['name']} on {t['family']}",
         "",
-        f"- Tasks: preset `{t['preset']}`, {t['shots']} support + {t['queries']} query points per task in training.",
-        f"- Model: MLP with hidden layers {config['model']['hidden']}.",
+        task_line,
+        model_line,
         f"- Algorithm: `{a['name']}`, inner lr {a['inner_lr']}, {a['inner_steps']} inner step(s), "
         f"meta-batch {tr['meta_batch_size']}, {tr['optimizer']} meta lr {tr['meta_lr']}, seed {tr['seed']}.",
     ]
     if training:
         lines.append(
             f"- Meta-training: {training['steps']} iterations in {training['seconds']:.1f} s "
-            f"({training['iterations_per_second']:.0f} meta-iterations/s); best validation query MSE "
-            f"{training['best_val_query_loss']:.3f}."
+            f"({training['iterations_per_second']:.1f} meta-iterations/s); best validation query loss "
+            f"{training['best_val_query_loss']:.4f}."
         )
+    score = "accuracy (%)" if results["metric"] == "accuracy" else "MSE"
     lines += [
         "",
-        "## Query MSE after adaptation (mean ± 95% CI over test tasks)",
+        f"## Query {score} after adaptation (mean ± 95% CI over test tasks)",
         "",
-        f"Every method is adapted with plain gradient steps (inner lr {a['inner_lr']}) on the same "
-        f"test tasks; `scratch` starts each task from a fresh random initialization.",
+        f"Gradient-based methods are adapted with plain gradient steps (inner lr {a['inner_lr']}) on the same "
+        "test tasks; `scratch` starts each task from a fresh random initialization; metric-based methods take no steps.",
         "",
         comparison_table(results),
         "## Learning speed",

@@ -16,9 +16,10 @@ def mean_ci(values: torch.Tensor, dim: int = 0, z: float = 1.96) -> tuple[torch.
     return mean, z * values.std(dim, unbiased=True) / math.sqrt(n)
 
 
-def steps_to_target(curve: list[float], target: float) -> int | None:
-    """First adaptation step whose mean loss is at most ``target`` (``None``: never reached)."""
+def steps_to_target(curve: list[float], target: float, higher_is_better: bool = False) -> int | None:
+    """First adaptation step whose mean score reaches ``target`` — a loss at most ``target``,
+    or an accuracy at least ``target`` — or ``None`` when it never does."""
     for step, value in enumerate(curve):
-        if value <= target:
+        if (value >= target) if higher_is_better else (value <= target):
             return step
     return None

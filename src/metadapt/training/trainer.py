@@ -56,10 +56,14 @@ def build_optimizer(config: Config, algorithm: Algorithm) -> torch.optim.Optimiz
 
 
 @torch.no_grad()
-def validation_loss(algorithm: Algorithm, batch: TaskBatch) -> float:
+def validation_loss(algorithm: Algorithm, batch: TaskBatch, chunk: int = 100) -> float:
     """Mean query loss on held-out tasks after the algorithm's default adaptation."""
-    adapted = algorithm.adapt_tasks(batch.support_x, batch.support_y)
-    return float(algorithm.loss_fn(adapted.predict(batch.query_x), batch.query_y))
+    total = 0.0
+    for start in range(0, batch.num_tasks, chunk):
+        part = batch[start:start + chunk]
+        prediction = algorithm.adapt_tasks(part.support_x, part.support_y).predict(part.query_x)
+        total += float(algorithm.loss_fn(prediction.flatten(0, 1), part.query_y.flatten(0, 1))) * part.num_tasks
+    return total / batch.num_tasks
 
 
 def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
@@ -137,10 +141,11 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
     algorithm = build_algorithm(config)
     parameters = list(algorithm.parameters())
     optimizer = build_optimizer(config, algorithm)
+    val_tasks = tasks if tasks is not None else build_tasks(config, "val")
     tasks = build_tasks(config) if tasks is None else tasks
     generator = torch.Generator().manual_seed(config.train.seed)
     val_generator = torch.Generator().manual_seed(config.train.seed + VAL_SEED_OFFSET)
-    val_batch = tasks.sample(config.train.val_tasks, val_generator).to(device) if context.is_main else None
+    val_batch = val_tasks.sample(config.train.val_tasks, val_generator).to(device) if context.is_main else None
     step, best, skipped = 0, math.inf, 0
     metrics_path = run_dir / "metrics.jsonl"
 

@@ -1,0 +1,47 @@
+"""Matching Networks (Vinyals, Blundell, Lillicrap, Kavukcuoglu & Wierstra, 2016, arXiv:1606.04080).
+
+A query ``x̂`` attends over the support set with a softmax of cosine similarities,
+``a(x̂, x_i) = softmax_i cos(f(x̂), g(x_i))``, and predicts ``P(y|x̂) = Σ_i a(x̂, x_i) y_i``.
+With full-context embeddings (``fce=True``), ``g`` runs a bidirectional LSTM over the support
+embeddings (``g(x_i) = h→_i + h←_i + g'(x_i)``) and ``f`` is an LSTM that attends over ``g(S)``
+for ``fce_steps`` steps (the paper's attLSTM). The returned "logits" are ``log P(y|x̂)``; since
+``Σ_y P = 1``, the cross entropy of these equals the paper's negative log-likelihood.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from metadapt.algorithms.metric import MetricLearner
+
+
+class MatchingNet(MetricLearner):
+    name = "matching"
+
+    def __init__(self, encoder: nn.Module, embedding_dim: int, fce: bool = False, fce_steps: int = 5):
+        super().__init__(encoder)
+        self.fce, self.fce_steps = fce, fce_steps
+        if fce:
+            self.support_lstm = nn.LSTM(embedding_dim, embedding_dim, bidirectional=True, batch_first=True)
+            self.query_cell = nn.LSTMCell(2 * embedding_dim, embedding_dim)
+
+    def _full_context(self, zs: torch.Tensor, zq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = zs.shape[1]
+        out, _ = self.support_lstm(zs.unsqueeze(0))
+        gs = zs + out[0, :, :d] + out[0, :, d:]
+        h, c = torch.zeros_like(zq), torch.zeros_like(zq)
+        for _ in range(self.fce_steps):
+            hidden = h + zq
+            readout = torch.softmax(hidden @ gs.T, dim=1) @ gs
+            h, c = self.query_cell(torch.cat([hidden, readout], dim=1), (h, c))
+        return gs, h + zq
+
+    def task_logits(self, support_x, support_y, query_x) -> torch.Tensor:
+        ways = int(support_y.max()) + 1
+        zs, zq = self.embed(support_x, query_x)
+        if self.fce:
+            zs, zq = self._full_context(zs, zq)
+        cosine = nn.functional.normalize(zq, dim=1) @ nn.functional.normalize(zs, dim=1).T
+        attention = torch.softmax(cosine, dim=1)
+        probabilities = attention @ nn.functional.one_hot(support_y, ways).to(attention.dtype)
+        return torch.log(probabilities.clamp_min(1e-12))
