@@ -18,6 +18,10 @@ def make(model_fn, seed=0, **kwargs):
 
 
 def reference_meta_loss(model, batch, lr, steps, first_order, adapted=None):
+    return reference_meta_loss_fn(model, batch, lr, steps, first_order, nn.functional.mse_loss, adapted)
+
+
+def reference_meta_loss_fn(model, batch, lr, steps, first_order, loss_fn, adapted=None):
     """The textbook per-task loop: torch.autograd.grad with create_graph=True."""
     params = dict(model.named_parameters())
     names = adapted or list(params)
@@ -25,12 +29,12 @@ def reference_meta_loss(model, batch, lr, steps, first_order, adapted=None):
     for i in range(batch.num_tasks):
         fast = dict(params)
         for _ in range(steps):
-            loss = nn.functional.mse_loss(functional_call(model, fast, (batch.support_x[i],)), batch.support_y[i])
+            loss = loss_fn(functional_call(model, fast, (batch.support_x[i],)), batch.support_y[i])
             grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=True)
             if first_order:
                 grads = [g.detach() for g in grads]
             fast = {**fast, **{n: fast[n] - lr * g for n, g in zip(names, grads)}}
-        total = total + nn.functional.mse_loss(functional_call(model, fast, (batch.query_x[i],)), batch.query_y[i])
+        total = total + loss_fn(functional_call(model, fast, (batch.query_x[i],)), batch.query_y[i])
     return total / batch.num_tasks
 
 

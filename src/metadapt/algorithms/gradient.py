@@ -15,7 +15,9 @@ Two task-parallel strategies compute the same numbers (a test checks it):
 * ``"loop"`` — a Python loop over tasks with ``torch.autograd.grad``; faster for convolutional
   networks on CPU, where vmap turns per-task weights into grouped convolutions.
 
-``"auto"`` picks ``loop`` when the model has a convolution and ``vmap`` otherwise.
+``"auto"`` picks ``loop`` when the model has a convolution or a BatchNorm layer and ``vmap``
+otherwise. ``vmap`` is refused for second-order meta-gradients through BatchNorm: with torch
+2.13 it returns wrong second-order gradients there (a test shows it; the loop path is exact).
 """
 from __future__ import annotations
 
@@ -40,13 +42,17 @@ def head_parameter_names(model: nn.Module) -> list[str]:
     return [n for n, _ in model.named_parameters() if n.startswith(prefix) and "." not in n[len(prefix):]]
 
 
-def resolve_strategy(strategy: str, model: nn.Module) -> str:
+def resolve_strategy(strategy: str, model: nn.Module, first_order: bool = False) -> str:
     if strategy not in STRATEGIES:
         raise ValueError(f"task_parallel must be one of {STRATEGIES}, got {strategy!r}")
+    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    has_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if strategy == "vmap" and has_norm and not first_order:
+        raise ValueError("task_parallel=vmap gives wrong second-order gradients through BatchNorm in this torch; "
+                         "use task_parallel=loop (or auto), or first-order adaptation")
     if strategy != "auto":
         return strategy
-    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-    return "loop" if has_conv else "vmap"
+    return "loop" if has_conv or has_norm else "vmap"
 
 
 class GradientLearner(Algorithm):
@@ -88,7 +94,7 @@ class GradientLearner(Algorithm):
         self.inner_lr = float(inner_lr)
         self.inner_steps = int(inner_steps)
         self.first_order = bool(first_order)
-        self.strategy = resolve_strategy(task_parallel, model)
+        self.strategy = resolve_strategy(task_parallel, model, first_order)
         names = [n for n, _ in model.named_parameters()]
         if adapt_only is None:
             self.adapted_names = names
