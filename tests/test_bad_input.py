@@ -109,3 +109,60 @@ def test_adapt_does_not_overwrite_an_existing_output(runs, tmp_path, capsys):
     assert out.read_text() == "precious\n"
     assert main(adapt(runs, tmp_path, extra=["--output", str(out), "--overwrite"])) == 0
     assert out.read_text().startswith("x,prediction")
+
+
+OMNIGLOT = str(ROOT / "configs/omniglot/protonet.yaml")
+
+
+def omniglot_args(data_dir, run_dir, *overrides):
+    return ["train", OMNIGLOT, f"task.data_dir={data_dir}", "task.download=false", "train.iterations=2", *overrides,
+            "--run-dir", str(run_dir), "--no-progress"]
+
+
+def broken_data(kind, tmp, monkeypatch):
+    """An Omniglot data folder with one defect; the archives' checksums are accepted unless the
+    defect is the checksum itself."""
+    import metadapt.datasets.omniglot as omniglot
+    from omniglot_fixtures import make_archives, png
+
+    monkeypatch.setenv("METADAPT_CACHE", str(tmp / "cache"))
+    data = tmp / "data"
+    if kind == "missing":
+        data.mkdir()
+        return data
+    extra = {"traversal": [("../../escape.png", png(1))],
+             "undecodable": [("images_background/backgroundAlpha0/character01/9999_99.png", b"\x89PNG broken")]}.get(kind, [])
+    sums = make_archives(data, extra_entries=extra)
+    if kind == "truncated":
+        path = data / "images_background.zip"
+        path.write_bytes(path.read_bytes()[:-700])
+        sums["images_background.zip"] = [{"sha256": omniglot.file_digests(path)["sha256"]}]
+    if kind != "checksum":
+        monkeypatch.setattr(omniglot, "ARCHIVES", sums)
+    return data
+
+
+DATA_CASES = {
+    "missing": "Omniglot archive 'images_background.zip' not found in",
+    "checksum": "has the wrong checksum",
+    "truncated": "is corrupt or truncated",
+    "traversal": "would be written outside its folder",
+    "undecodable": "does not decode",
+}
+
+
+@pytest.mark.parametrize("kind", list(DATA_CASES))
+def test_bad_data_files(kind, tmp_path, capsys, monkeypatch):
+    data = broken_data(kind, tmp_path, monkeypatch)
+    assert main(omniglot_args(data, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert DATA_CASES[kind] in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()  # nothing written for a run that could not start
+
+
+def test_more_ways_than_classes_is_refused(tmp_path, capsys, monkeypatch):
+    data = broken_data("fine", tmp_path, monkeypatch)
+    assert main(omniglot_args(data, tmp_path / "run", "task.ways=999")) == 2
+    assert "asked for 999-way episodes but the dataset has only" in capsys.readouterr().err
+    assert main(omniglot_args(data, tmp_path / "run", "task.ways=2", "task.shots=5", "task.queries=5")) == 2
+    assert "asked for 5 shots + 5 queries = 10 examples per class" in capsys.readouterr().err

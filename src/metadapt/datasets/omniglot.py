@@ -81,7 +81,7 @@ def _build_cache(archives: dict[str, Path], cache: Path, size: int, progress: bo
     for archive_name, path in archives.items():
         with open_zip(path) as zf:
             entries = sorted(i.filename for i in zf.infolist() if i.filename.lower().endswith(".png"))
-            for entry in tqdm(entries, desc=f"decode {archive_name}", disable=not progress, unit="img"):
+            for entry in tqdm(entries, desc=f"decode {archive_name}", disable=None if progress else True, unit="img"):
                 parts = entry.split("/")
                 if len(parts) < 3:
                     raise UserError(f"archive {str(path)!r} entry {entry!r} is not Alphabet/characterNN/image.png")

@@ -130,6 +130,8 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: 
 
 
 def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict:
+    val_tasks = tasks if tasks is not None else build_tasks(config, "val")  # bad data fails before any file is written
+    tasks = build_tasks(config) if tasks is None else tasks
     if context.is_main:
         _prepare_run_dir(run_dir, config, resume, overwrite)
     distributed.barrier(context)
@@ -141,8 +143,6 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
     algorithm = build_algorithm(config)
     parameters = list(algorithm.parameters())
     optimizer = build_optimizer(config, algorithm)
-    val_tasks = tasks if tasks is not None else build_tasks(config, "val")
-    tasks = build_tasks(config) if tasks is None else tasks
     generator = torch.Generator().manual_seed(config.train.seed)
     val_generator = torch.Generator().manual_seed(config.train.seed + VAL_SEED_OFFSET)
     val_batch = val_tasks.sample(config.train.val_tasks, val_generator).to(device) if context.is_main else None
