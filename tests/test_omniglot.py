@@ -94,3 +94,23 @@ def test_shared_copy_has_the_vinyals_split(tmp_path):
     assert (len(trainval), len(test)) == (4800, 1692)
     assert all(v.shape == (20, 1, 28, 28) for v in test.values())
     assert set(trainval).isdisjoint(test)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared Omniglot copy is not on this machine")
+def test_protonet_trains_and_evaluates_end_to_end_on_the_shared_copy(tmp_path, monkeypatch, capsys):
+    from metadapt.cli import main
+
+    monkeypatch.setenv("METADAPT_CACHE", str(tmp_path / "cache"))
+    recipe = str(Path(__file__).parent.parent / "configs/omniglot/protonet.yaml")
+    run = tmp_path / "run"
+    args = ["train", recipe, f"task.data_dir={SHARED}", "task.download=false", "task.ways=5", "train.iterations=30",
+            "train.val_every=15", "train.val_tasks=10", "train.checkpoint_every=15", "model.filters=16",
+            "--run-dir", str(run), "--no-progress"]
+    assert main(args) == 0
+    assert main(["eval", str(run), "--tasks", "20", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "5-way 1-shot (20 tasks), accuracy %" in out and "20-way 5-shot" in out
+    results = __import__("json").loads((run / "eval/results.json").read_text())
+    accuracy = results["settings"]["5-way 5-shot"]["methods"]["protonet"]["mean"][0]
+    assert accuracy > 0.5  # 30 episodes of training already beat chance (20%) by far
+    assert (run / "plots/example_episodes.png").stat().st_size > 10_000

@@ -74,13 +74,13 @@ def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes:
         for i in range(shots * ways):
             c, k = int(batch.support_y[e, i]), i % shots
             ax = axes[top + k][c]
-            ax.imshow(batch.support_x[e, i, 0], cmap="gray_r")
+            ax.imshow(batch.support_x[e, i, 0].numpy(), cmap="gray_r")
             ax.set_title(f"support {c}", fontsize=7)
         for j in range(min(queries_shown, batch.query_x.shape[1])):
             index = j * (batch.query_x.shape[1] // queries_shown) if batch.query_x.shape[1] >= queries_shown else j
             truth, guess = int(batch.query_y[e, index]), int(predicted[e, index])
             ax = axes[top + shots + j // ways][j % ways]
-            ax.imshow(batch.query_x[e, index, 0], cmap="gray_r")
+            ax.imshow(batch.query_x[e, index, 0].numpy(), cmap="gray_r")
             ax.set_title(f"pred {guess} (true {truth})", fontsize=6, color="green" if guess == truth else "red")
     fig.suptitle(f"{algorithm.name_in_config or algorithm.name}: example {ways}-way {shots}-shot test episodes")
     _save(fig, path)
