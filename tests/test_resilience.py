@@ -154,19 +154,19 @@ def test_two_processes_under_torchrun_match_one(tmp_path, algorithm):
     assert proc.stdout.count("trained maml") + proc.stdout.count("trained reptile") == 1  # rank 0 alone reports
 
 
-@pytest.mark.parametrize("algorithm, optimizer", [("protonet", "sgd"), ("maml", "adam")])
-def test_two_processes_match_one_on_image_episodes(tmp_path, algorithm, optimizer):
-    # ProtoNet's distances ignore a shift shared by all embeddings, so some BatchNorm shifts have a
-    # true gradient of zero; Adam's normalisation turns the float roundoff there (1e-8, different in
-    # a different summation order) into steps of up to meta_lr. SGD shows the meta-gradients agree.
+@pytest.mark.parametrize("algorithm", ["protonet", "maml"])
+def test_gradient_shards_make_two_processes_bit_identical_to_one(tmp_path, algorithm):
+    # With train.grad_shards fixed, the meta-gradient is the same sum in the same order whatever
+    # the number of processes, so even Adam (which magnifies roundoff on parameters whose true
+    # gradient is zero, e.g. a BatchNorm shift that ProtoNet's distances ignore) ends bit-identical.
     script = str(ROOT / "tests/train_synthetic_episodes.py")
     settings = ["train.iterations=6", "train.meta_batch_size=4", "train.val_every=3", "train.checkpoint_every=3",
-                f"algorithm.name={algorithm}", "algorithm.inner_lr=0.4", f"train.optimizer={optimizer}", "train.meta_lr=0.01"]
+                f"algorithm.name={algorithm}", "algorithm.inner_lr=0.4", "train.grad_shards=2"]
     one = subprocess.run([sys.executable, script, str(tmp_path / "one"), *settings], capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
                           str(tmp_path / "two"), *settings], capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[:6000]
+    assert two.returncode == 0, two.stderr[-3000:]
     a, b = final_state(tmp_path / "one"), final_state(tmp_path / "two")
     assert a["step"] == b["step"] == 6
-    assert max((a["state"][k] - b["state"][k]).abs().max().item() for k in a["state"]) <= 1e-6
+    assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])

@@ -47,6 +47,8 @@ def plot_adaptation_curves(results: dict, path: Path) -> None:
         ax.set_xlabel("adaptation steps")
         if not accuracy:
             ax.set_yscale("log")
+            start = max(m["mean"][0] for m in entry["methods"].values())
+            ax.set_ylim(top=3 * start)  # a diverging method leaves the plot instead of flattening the rest
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("query accuracy % (mean, 95% CI)" if accuracy else "query MSE (mean, 95% CI)")
     axes[0][-1].legend()

@@ -8,6 +8,7 @@ every process applies the same optimizer step to the same parameters.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -54,31 +55,47 @@ def process_device(device: str, context: Context) -> torch.device:
     return torch.device(device)
 
 
-def shard(batch: TaskBatch, context: Context) -> tuple[TaskBatch, float]:
-    """This process's slice of the meta-batch and its share of the tasks."""
-    if not context.enabled:
-        return batch, 1.0
-    if batch.num_tasks < context.world_size:
-        raise UserError(
-            f"train.meta_batch_size ({batch.num_tasks}) must be at least the number of processes "
-            f"({context.world_size}); raise it or start fewer processes"
-        )
-    bounds = torch.linspace(0, batch.num_tasks, context.world_size + 1).round().long().tolist()
-    lo, hi = bounds[context.rank], bounds[context.rank + 1]
-    return batch[lo:hi], (hi - lo) / batch.num_tasks
+def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBatch, context: Context,
+                  shards: int = 0) -> tuple[float, float, bool]:
+    """Set every parameter's ``.grad`` to the gradient of the meta-loss averaged over the whole
+    meta-batch; returns (loss, query loss) of this process's share and whether both are finite.
 
-
-def sum_gradients(parameters: list[torch.nn.Parameter], context: Context) -> None:
-    """Sum every parameter's gradient over the processes, in one flattened all-reduce."""
-    if not context.enabled:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
+    The meta-batch is cut into ``shards`` slices (``0``: one per process); each process computes
+    the gradients of its slices, and every process adds all slice gradients in slice order. The
+    result is therefore bit-identical for any number of processes that divides ``shards``.
+    """
+    shards = shards or context.world_size
+    if shards % context.world_size:
+        raise UserError(f"train.grad_shards ({shards}) must be a multiple of the number of processes "
+                        f"({context.world_size}); set it to 0 or to such a multiple")
+    if batch.num_tasks < shards:
+        raise UserError(f"train.meta_batch_size ({batch.num_tasks}) must be at least the number of gradient "
+                        f"shards ({shards}: train.grad_shards, or the number of processes); raise it or use fewer")
+    bounds = torch.linspace(0, batch.num_tasks, shards + 1).round().long().tolist()
+    per_process = shards // context.world_size
+    vectors, loss_share, query_share = [], 0.0, 0.0
+    for k in range(context.rank * per_process, (context.rank + 1) * per_process):
+        part = batch[bounds[k]:bounds[k + 1]]
+        share = part.num_tasks / batch.num_tasks
+        loss, metrics = algorithm.meta_loss(part)
+        grads = torch.autograd.grad(loss * share, parameters, allow_unused=True)
+        vectors.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, parameters)]))
+        loss_share += loss.item() * share
+        query_share += metrics["query_loss"] * share
+    rows = torch.stack(vectors)
+    if context.enabled:
+        gathered = [torch.empty_like(rows) for _ in range(context.world_size)]
+        dist.all_gather(gathered, rows)
+        rows = torch.cat(gathered)
+    total = rows[0].clone()
+    for row in rows[1:]:
+        total += row
     offset = 0
-    for p, g in zip(parameters, grads):
-        p.grad = flat[offset:offset + g.numel()].view_as(g).clone()
-        offset += g.numel()
+    for p in parameters:
+        p.grad = total[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+    finite = math.isfinite(loss_share) and bool(torch.isfinite(total).all())
+    return loss_share, query_share, finite
 
 
 def sum_values(values: torch.Tensor, context: Context) -> torch.Tensor:

@@ -110,11 +110,6 @@ def _stop_on_signals():
             signal.signal(s, h)
 
 
-def _gradients_finite(parameters: list[torch.nn.Parameter]) -> bool:
-    grads = [p.grad.reshape(-1) for p in parameters if p.grad is not None]
-    return bool(torch.isfinite(torch.cat(grads)).all()) if grads else True
-
-
 def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool = True, tasks: TaskSource | None = None) -> dict:
     """Meta-train ``config`` into ``run_dir``; returns a summary (final losses, throughput).
@@ -188,20 +183,19 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
     try:
         with _stop_on_signals() as signals:
             while step < total:
-                batch, share = distributed.shard(tasks.sample(config.train.meta_batch_size, generator), context)
-                loss, metrics = algorithm.meta_loss(batch.to(device))
+                batch = tasks.sample(config.train.meta_batch_size, generator).to(device)
                 optimizer.zero_grad(set_to_none=True)
-                (loss * share).backward()
-                distributed.sum_gradients(parameters, context)
-                finite = math.isfinite(loss.item()) and _gradients_finite(parameters)
+                loss_share, query_share, finite = distributed.meta_gradient(
+                    algorithm, parameters, batch, context, config.train.grad_shards)
                 # one all-reduce agrees on the logged loss, on faults and on signals across processes
                 shared = distributed.sum_values(torch.tensor(
-                    [metrics["query_loss"] * share, float(not finite), float(bool(signals))], dtype=torch.float64), context)
+                    [query_share, float(not finite), float(bool(signals)), loss_share], dtype=torch.float64), context)
                 query_loss, any_fault, any_signal = shared[0].item(), shared[1].item() > 0, shared[2].item() > 0
                 if any_fault:
                     if config.train.on_nonfinite == "stop":
+                        distributed.barrier(context)
                         raise NonFiniteError(
-                            f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {loss.item()}); "
+                            f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {shared[3].item()}); "
                             f"stopped; the last good checkpoint is kept ({'step ' + str(saved_at[0]) if saved_at[0] is not None else 'none was written yet'}). "
                             "Lower train.meta_lr or algorithm.inner_lr, or set train.on_nonfinite=skip"
                         )
@@ -224,7 +218,7 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
                         log.write(json.dumps({"step": step, "split": "val", "query_loss": last_val}) + "\n")
                     if step % config.train.log_every == 0 or step == total:
                         elapsed = time.perf_counter() - started
-                        log.write(json.dumps({"step": step, "split": "train", **metrics, "query_loss": query_loss,
+                        log.write(json.dumps({"step": step, "split": "train", "query_loss": query_loss,
                                               "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)}) + "\n")
                         log.flush()
                         bar.set_postfix(loss=f"{running:.3f}" if running is not None else "-",
@@ -234,6 +228,7 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
                         log.flush()
                     checkpoint("last")
                 if any_signal:
+                    distributed.barrier(context)
                     raise Interrupted(step, run_dir, signals[0] if signals else signal.SIGTERM)
     finally:
         bar.close()
@@ -251,4 +246,5 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
     }
     if context.is_main:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    distributed.barrier(context)  # no process tears down its connections while another still uses them
     return summary
