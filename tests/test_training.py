@@ -79,3 +79,12 @@ def test_training_lowers_the_validation_loss(tmp_path, algorithm):
     summary = train(config, tmp_path / algorithm, progress=False)
     assert summary["best_val_query_loss"] < 0.9 * before
     assert summary["iterations_per_second"] > 0
+
+
+def test_time_limit_stops_with_a_checkpoint(tmp_path):
+    summary = train(small(100000, "train.time_limit_s=1.0"), tmp_path / "run", progress=False)
+    assert 0 < summary["steps"] < 100000 and summary["seconds"] < 30
+    payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert payload["step"] == summary["steps"]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1]["step"] == summary["steps"] and any(r["split"] == "val" and r["step"] == summary["steps"] for r in logged)

@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 0              # torch intra-op threads; 0 keeps torch's default
     on_nonfinite: str = "stop"    # stop | skip: what a NaN/inf meta-loss or meta-gradient does
+    time_limit_s: float = 0.0     # stop (with a checkpoint) after this much training time; 0: no limit
     grad_shards: int = 0          # meta-gradient slices summed in order (0: one per process); results are
                                   # bit-identical for any number of processes dividing it
 
@@ -111,7 +112,7 @@ CHOICES = {
 POSITIVE = {"task.shots", "task.queries", "task.ways", "model.filters", "algorithm.fce_steps", "algorithm.inner_lr", "train.iterations", "train.meta_batch_size",
             "train.meta_lr", "train.log_every", "train.val_every", "train.val_tasks", "train.checkpoint_every",
             "eval.tasks", "eval.queries"}
-NON_NEGATIVE = {"train.grad_shards", "algorithm.inner_steps", "eval.steps", "train.threads", "train.seed", "eval.seed"}
+NON_NEGATIVE = {"train.time_limit_s", "train.grad_shards", "algorithm.inner_steps", "eval.steps", "train.threads", "train.seed", "eval.seed"}
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

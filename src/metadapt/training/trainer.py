@@ -188,9 +188,13 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
                 loss_share, query_share, finite = distributed.meta_gradient(
                     algorithm, parameters, batch, context, config.train.grad_shards)
                 # one all-reduce agrees on the logged loss, on faults and on signals across processes
+                limit = config.train.time_limit_s
+                time_up = context.is_main and limit > 0 and time.perf_counter() - started >= limit
                 shared = distributed.sum_values(torch.tensor(
-                    [query_share, float(not finite), float(bool(signals)), loss_share], dtype=torch.float64), context)
+                    [query_share, float(not finite), float(bool(signals)), loss_share, float(time_up)], dtype=torch.float64), context)
                 query_loss, any_fault, any_signal = shared[0].item(), shared[1].item() > 0, shared[2].item() > 0
+                if shared[4].item() > 0:
+                    total = step + 1  # this is the last step: validate, log and checkpoint as at the end
                 if any_fault:
                     if config.train.on_nonfinite == "stop":
                         distributed.barrier(context)
