@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import zlib
 from typing import Callable
 
 import torch
@@ -32,8 +33,9 @@ class Pretrain(GradientLearner):
 class Scratch(GradientLearner):
     """No meta-training: each task starts from its own fresh initialization.
 
-    ``model_factory`` builds a new module; initializations are drawn under ``seed`` in a forked
-    RNG, so the global generator is untouched and the same call gives the same networks.
+    ``model_factory`` builds a new module. A task's initialization is drawn in a forked RNG from
+    a seed made of ``seed`` and the task's support set, so it is the same however tasks are
+    batched, differs between tasks, and leaves the global generator untouched.
     """
 
     name = "scratch"
@@ -47,10 +49,13 @@ class Scratch(GradientLearner):
     def meta_loss(self, batch: TaskBatch):
         raise RuntimeError("the scratch baseline has nothing to meta-train; evaluate it directly")
 
-    def initial_params(self, num_tasks: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            models = [self.model_factory() for _ in range(num_tasks)]
+    def initial_params(self, support_x: torch.Tensor):
+        models = []
+        for task in support_x:
+            task_seed = zlib.crc32(task.detach().cpu().numpy().tobytes(), self.seed)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(task_seed)
+                models.append(self.model_factory())
         params, _ = stack_module_state(models)
         device = next(self.model.parameters()).device
         return {n: p.detach().to(device) for n, p in params.items()}
