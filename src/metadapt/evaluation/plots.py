@@ -27,7 +27,7 @@ def plot_adaptation_curves(results: dict, path: Path) -> None:
     that takes no steps (metric-based) is drawn as a flat line at its score."""
     labels = list(results["settings"])
     accuracy = results["metric"] == "accuracy"
-    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.6), squeeze=False, sharey=not accuracy)
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.6), squeeze=False)
     for ax, label in zip(axes[0], labels):
         entry = results["settings"][label]
         for name, m in entry["methods"].items():
@@ -47,8 +47,10 @@ def plot_adaptation_curves(results: dict, path: Path) -> None:
         ax.set_xlabel("adaptation steps")
         if not accuracy:
             ax.set_yscale("log")
+            # a diverging method leaves the plot instead of flattening the rest
             start = max(m["mean"][0] for m in entry["methods"].values())
-            ax.set_ylim(top=3 * start)  # a diverging method leaves the plot instead of flattening the rest
+            finite = [v for m in entry["methods"].values() for v in m["mean"] if 0 < v < float("inf")]
+            ax.set_ylim(0.7 * min(finite), 3 * start)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("query accuracy % (mean, 95% CI)" if accuracy else "query MSE (mean, 95% CI)")
     axes[0][-1].legend()
