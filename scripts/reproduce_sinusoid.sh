@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the sinusoid results table of the README: every recipe in configs/sinusoid/ trained
 # with the MAML paper's setup (70,000 meta-iterations), then all evaluated on the same 600 test
-# tasks per shot count against the baselines. About 25 minutes on 2 CPU cores.
+# tasks per shot count against the baselines. Most of an hour on 2 CPU cores (the runs without
+# Reptile took 32 minutes here while sharing the CPU with other work).
 # Usage: bash scripts/reproduce_sinusoid.sh [runs-folder]   (extra key=value overrides go to every run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
