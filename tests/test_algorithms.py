@@ -67,10 +67,10 @@ def test_pretrain_loss_is_joint_regression_on_all_points(sine_batch64):
 def test_scratch_gives_each_task_its_own_reproducible_init(sine_batch64):
     scratch = Scratch(lambda: MLP(1, [8], 1), seed=5)
     state = torch.random.get_rng_state()
-    a = scratch.initial_params(sine_batch64.support_x)
+    a = scratch.initial_params(sine_batch64.support_x, sine_batch64.support_y)
     assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is untouched
     assert not torch.equal(a["0.weight"][0], a["0.weight"][1])
-    b = scratch.initial_params(sine_batch64.support_x[2:])  # the same task gets the same init in any batch
+    b = scratch.initial_params(sine_batch64.support_x[2:], sine_batch64.support_y[2:])  # same task, same init, any batch
     assert torch.equal(a["0.weight"][2], b["0.weight"][0])
     with pytest.raises(RuntimeError, match="nothing to meta-train"):
         scratch.meta_loss(sine_batch64)

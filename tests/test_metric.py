@@ -51,3 +51,24 @@ def test_meta_loss_trains_and_adapt_predicts(make):
     torch.testing.assert_close(single, adapted.predict(batch.query_x)[0])
     with pytest.raises(ValueError, match="takes no adaptation steps"):
         adapted.predict(batch.query_x, step=3)
+
+
+def test_classification_pretrain_maps_to_global_classes_and_refits_a_fresh_head():
+    from metadapt.algorithms import Pretrain
+    from metadapt.tasks.episodes import Episodes
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    data = {f"c{i}": torch.rand(6, 1, 28, 28, generator=g) for i in range(8)}
+    batch = Episodes(data, ways=3, shots=1, queries=2).sample(2, g)
+    pre = Pretrain(Conv4(1, 8, out_features=8), loss="cross_entropy", inner_lr=0.4, inner_steps=2)
+    loss, metrics = pre.meta_loss(batch)
+    x = torch.cat([batch.support_x, batch.query_x], 1).flatten(0, 1)
+    y = batch.info["classes"].gather(1, torch.cat([batch.support_y, batch.query_y], 1)).flatten()
+    torch.testing.assert_close(loss, nn.functional.cross_entropy(pre.model(x), y))
+    assert "accuracy" in metrics
+    adapted = pre.adapt_tasks(batch.support_x, batch.support_y, steps=2)
+    assert adapted.trajectory[0]["5.weight"].shape == (2, 3, 8)  # a fresh 3-way head per task
+    assert torch.count_nonzero(adapted.trajectory[0]["5.weight"]) == 0
+    assert adapted.predict(batch.query_x, step=2).shape == (2, 6, 3)
+    assert pre.supports(Episodes(data, ways=5, shots=1, queries=1).sample(1, g))

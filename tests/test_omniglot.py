@@ -107,6 +107,8 @@ def test_protonet_trains_and_evaluates_end_to_end_on_the_shared_copy(tmp_path, m
             "train.val_every=15", "train.val_tasks=10", "train.checkpoint_every=15", "model.filters=16",
             "--run-dir", str(run), "--no-progress"]
     assert main(args) == 0
+    logged = [__import__("json").loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["accuracy"] <= 1 for r in logged if r["split"] == "train")
     assert main(["eval", str(run), "--tasks", "20", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "5-way 1-shot (20 tasks), accuracy %" in out and "20-way 5-shot" in out

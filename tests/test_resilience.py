@@ -87,17 +87,19 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_last_good_one(tmp_path, ref
     assert not list((run_dir / "checkpoints").glob(".*.tmp"))
 
 
-def test_sigterm_saves_and_says_how_to_resume(tmp_path, reference):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_save_and_say_how_to_resume(tmp_path, reference, signum):
     run_dir = tmp_path / "run"
     proc = start(run_dir)
     while logged_step(run_dir) < 100 and proc.poll() is None:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.returncode == 128 + signum
     step = final_state(run_dir)["step"]
     assert 100 <= step < 400
-    assert f"saved a checkpoint at step {step}; resume with: metadapt train --resume --run-dir {run_dir}" in err
+    assert f"{signal.Signals(signum).name} received: saved a checkpoint at step {step}; " \
+           f"resume with: metadapt train --resume --run-dir {run_dir}" in err
     resume(run_dir)
     assert same(final_state(run_dir), reference)
 

@@ -53,7 +53,10 @@ def is_classification(config: Config) -> bool:
 
 def build_model(config: Config, head: bool = True) -> nn.Module:
     if config.model.name == "conv4":
-        return Conv4(1, config.model.filters, out_features=config.task.ways if head else None)
+        outputs = config.task.ways
+        if config.algorithm.name == "pretrain":  # a classifier over every training class
+            outputs = len(build_tasks(config).names)
+        return Conv4(1, config.model.filters, out_features=outputs if head else None)
     return MLP(1, config.model.hidden, 1)
 
 

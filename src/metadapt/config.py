@@ -202,8 +202,6 @@ def validate(config: Config) -> Config:
         raise UserError("task.family=sinusoid needs model.name=mlp")
     if config.algorithm.name in METRIC_BASED and config.task.family != "omniglot":
         raise UserError(f"algorithm.name={config.algorithm.name} classifies; use it with task.family=omniglot")
-    if config.algorithm.name == "pretrain" and config.task.family != "sinusoid":
-        raise UserError("algorithm.name=pretrain is implemented for sinusoid regression only so far")
     if config.task.family == "omniglot" and (not config.eval.ways or any(w < 2 for w in config.eval.ways)):
         raise UserError(f"eval.ways must be a non-empty list of integers >= 2, got {config.eval.ways}")
     if config.task.family == "omniglot" and config.task.ways < 2:

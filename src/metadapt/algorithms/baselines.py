@@ -2,7 +2,9 @@
 
 * :class:`Pretrain` — one network trained jointly on every training task (the MAML paper's
   "pretrained" baseline), then fine-tuned on a new task's support set exactly as MAML adapts:
-  the same inner learning rate and number of steps.
+  the same inner learning rate and number of steps. For classification it is a classifier over
+  all training classes (episode labels mapped back to global classes); for a new task its head
+  is replaced by a zero-initialised head with one output per way, then the network is fine-tuned.
 * :class:`Scratch` — a freshly initialised network per task, fine-tuned the same way.
 """
 from __future__ import annotations
@@ -14,20 +16,45 @@ import torch
 from torch import nn
 from torch.func import stack_module_state
 
-from metadapt.algorithms.gradient import GradientLearner
+from metadapt.algorithms.gradient import GradientLearner, head_parameter_names
 from metadapt.tasks.batch import TaskBatch
 
 
 class Pretrain(GradientLearner):
-    """Meta-loss: the plain loss of the unadapted model on all points of all tasks."""
+    """Meta-loss: the plain loss of the unadapted model on all examples of all tasks."""
 
     name = "pretrain"
 
+    def _classifies(self, y: torch.Tensor) -> bool:
+        return not torch.is_floating_point(y)
+
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         x = torch.cat([batch.support_x, batch.query_x], dim=1).flatten(0, 1)
-        y = torch.cat([batch.support_y, batch.query_y], dim=1).flatten(0, 1)
-        loss = self.loss_fn(self.model(x), y)
-        return loss, {"query_loss": loss.item()}
+        y = torch.cat([batch.support_y, batch.query_y], dim=1)
+        if self._classifies(y):
+            if batch.info is None or "classes" not in batch.info:
+                raise ValueError("classification pretraining needs each episode's global classes in batch.info['classes']")
+            y = batch.info["classes"].to(y.device).gather(1, y)  # episode labels -> training-class indices
+        y = y.flatten(0, 1)
+        logits = self.model(x)
+        loss = self.loss_fn(logits, y)
+        metrics = {"query_loss": loss.item()}
+        if self._classifies(y):
+            metrics["accuracy"] = (logits.argmax(-1) == y).float().mean().item()
+        return loss, metrics
+
+    def supports(self, batch) -> bool:
+        return True  # a classifier gets a fresh head with as many outputs as the episode has ways
+
+    def initial_params(self, support_x: torch.Tensor, support_y: torch.Tensor):
+        start = super().initial_params(support_x, support_y)
+        if not self._classifies(support_y):
+            return start
+        ways = int(support_y.max()) + 1
+        for name in head_parameter_names(self.model):
+            p = start[name]
+            start[name] = torch.zeros(p.shape[0], ways, *p.shape[2:], dtype=p.dtype, device=p.device)
+        return start
 
 
 class Scratch(GradientLearner):
@@ -49,7 +76,7 @@ class Scratch(GradientLearner):
     def meta_loss(self, batch: TaskBatch):
         raise RuntimeError("the scratch baseline has nothing to meta-train; evaluate it directly")
 
-    def initial_params(self, support_x: torch.Tensor):
+    def initial_params(self, support_x: torch.Tensor, support_y: torch.Tensor):
         models = []
         for task in support_x:
             task_seed = zlib.crc32(task.detach().cpu().numpy().tobytes(), self.seed)

@@ -179,7 +179,7 @@ class GradientLearner(Algorithm):
         return not linears or linears[-1].out_features == int(batch.support_y.max()) + 1
 
     # ----- adaptation at test time -----------------------------------------------------------
-    def initial_params(self, support_x: torch.Tensor) -> Params:
+    def initial_params(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Params:
         """Parameters adaptation starts from for each task of ``support_x [T, ...]``, with a task
         axis (here the meta-learned initialization, shared)."""
         return {n: p.detach().expand(support_x.shape[0], *p.shape) for n, p in self.meta_params().items()}
@@ -189,7 +189,7 @@ class GradientLearner(Algorithm):
         steps = self.inner_steps if steps is None else int(steps)
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
-        start = self.initial_params(support_x)
+        start = self.initial_params(support_x, support_y)
         lrs = {n: (v.detach() if torch.is_tensor(v) else v) for n, v in self.step_sizes().items()}
         if self.strategy == "vmap":
             with torch.no_grad():

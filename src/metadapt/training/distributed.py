@@ -56,9 +56,10 @@ def process_device(device: str, context: Context) -> torch.device:
 
 
 def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBatch, context: Context,
-                  shards: int = 0) -> tuple[float, float, bool]:
+                  shards: int = 0) -> tuple[float, dict[str, float], bool]:
     """Set every parameter's ``.grad`` to the gradient of the meta-loss averaged over the whole
-    meta-batch; returns (loss, query loss) of this process's share and whether both are finite.
+    meta-batch; returns the loss and the metrics of this process's share (each weighted by its
+    fraction of the tasks, so they sum to the meta-batch means) and whether all is finite.
 
     The meta-batch is cut into ``shards`` slices (``0``: one per process); each process computes
     the gradients of its slices, and every process adds all slice gradients in slice order. The
@@ -73,7 +74,7 @@ def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBa
                         f"shards ({shards}: train.grad_shards, or the number of processes); raise it or use fewer")
     bounds = torch.linspace(0, batch.num_tasks, shards + 1).round().long().tolist()
     per_process = shards // context.world_size
-    vectors, loss_share, query_share = [], 0.0, 0.0
+    vectors, loss_share, metrics_share = [], 0.0, {}
     for k in range(context.rank * per_process, (context.rank + 1) * per_process):
         part = batch[bounds[k]:bounds[k + 1]]
         share = part.num_tasks / batch.num_tasks
@@ -81,7 +82,8 @@ def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBa
         grads = torch.autograd.grad(loss * share, parameters, allow_unused=True)
         vectors.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, parameters)]))
         loss_share += loss.item() * share
-        query_share += metrics["query_loss"] * share
+        for key, value in metrics.items():
+            metrics_share[key] = metrics_share.get(key, 0.0) + value * share
     rows = torch.stack(vectors)
     if context.enabled:
         gathered = [torch.empty_like(rows) for _ in range(context.world_size)]
@@ -95,7 +97,7 @@ def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBa
         p.grad = total[offset:offset + p.numel()].view_as(p).clone()
         offset += p.numel()
     finite = math.isfinite(loss_share) and bool(torch.isfinite(total).all())
-    return loss_share, query_share, finite
+    return loss_share, metrics_share, finite
 
 
 def sum_values(values: torch.Tensor, context: Context) -> torch.Tensor:

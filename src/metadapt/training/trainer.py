@@ -185,21 +185,25 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
             while step < total:
                 batch = tasks.sample(config.train.meta_batch_size, generator).to(device)
                 optimizer.zero_grad(set_to_none=True)
-                loss_share, query_share, finite = distributed.meta_gradient(
+                loss_share, metrics_share, finite = distributed.meta_gradient(
                     algorithm, parameters, batch, context, config.train.grad_shards)
-                # one all-reduce agrees on the logged loss, on faults and on signals across processes
+                # one all-reduce agrees on the logged metrics, on faults, on signals and on the time limit
                 limit = config.train.time_limit_s
                 time_up = context.is_main and limit > 0 and time.perf_counter() - started >= limit
+                keys = sorted(metrics_share)
                 shared = distributed.sum_values(torch.tensor(
-                    [query_share, float(not finite), float(bool(signals)), loss_share, float(time_up)], dtype=torch.float64), context)
-                query_loss, any_fault, any_signal = shared[0].item(), shared[1].item() > 0, shared[2].item() > 0
-                if shared[4].item() > 0:
+                    [float(not finite), float(bool(signals)), loss_share, float(time_up)] + [metrics_share[k] for k in keys],
+                    dtype=torch.float64), context)
+                any_fault, any_signal = shared[0].item() > 0, shared[1].item() > 0
+                metrics = dict(zip(keys, shared[4:].tolist()))
+                query_loss = metrics["query_loss"]
+                if shared[3].item() > 0:
                     total = step + 1  # this is the last step: validate, log and checkpoint as at the end
                 if any_fault:
                     if config.train.on_nonfinite == "stop":
                         distributed.barrier(context)
                         raise NonFiniteError(
-                            f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {shared[3].item()}); "
+                            f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {shared[2].item()}); "
                             f"stopped; the last good checkpoint is kept ({'step ' + str(saved_at[0]) if saved_at[0] is not None else 'none was written yet'}). "
                             "Lower train.meta_lr or algorithm.inner_lr, or set train.on_nonfinite=skip"
                         )
@@ -222,7 +226,7 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
                         log.write(json.dumps({"step": step, "split": "val", "query_loss": last_val}) + "\n")
                     if step % config.train.log_every == 0 or step == total:
                         elapsed = time.perf_counter() - started
-                        log.write(json.dumps({"step": step, "split": "train", "query_loss": query_loss,
+                        log.write(json.dumps({"step": step, "split": "train", **metrics,
                                               "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)}) + "\n")
                         log.flush()
                         bar.set_postfix(loss=f"{running:.3f}" if running is not None else "-",
