@@ -1,5 +1,4 @@
 """The Omniglot loader on archives the tests build, and on the shared copy where present."""
-import zipfile
 from pathlib import Path
 
 import pytest

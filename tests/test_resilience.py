@@ -1,7 +1,6 @@
 """Killed, interrupted, numerically faulty and multi-process runs end where they should."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

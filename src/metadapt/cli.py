@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-from metadapt.config import _apply, build_config, config_from_file, parse_override, validate
+from metadapt.config import apply_overrides, build_config, config_from_file
 from metadapt.errors import UserError
 from metadapt.training.trainer import Interrupted
 
@@ -41,10 +40,7 @@ def cmd_train(args) -> int:
             run_dir = Path(args.run_dir)
         else:
             run_dir = Path("runs") / config_from_file(positional[0], overrides).name
-        config = read_run_config(run_dir)
-        for text in overrides:  # e.g. train.iterations=50000 to extend a run
-            _apply(config, parse_override(text))
-        validate(config)
+        config = apply_overrides(read_run_config(run_dir), overrides)  # e.g. train.iterations=50000 to extend a run
     else:
         if not positional:
             raise UserError("train needs a recipe file, e.g. metadapt train configs/sinusoid/maml.yaml")

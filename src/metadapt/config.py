@@ -245,14 +245,19 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply ``key=value`` overrides to an existing config (e.g. a run's saved one) and validate."""
+    for text in overrides:
+        _apply(config, parse_override(text))
+    return validate(config)
+
+
 def build_config(recipe: dict[str, Any] | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the recipe's values, then each override; validated."""
     config = Config()
     if recipe:
         _apply(config, recipe)
-    for text in overrides or []:
-        _apply(config, parse_override(text))
-    return validate(config)
+    return apply_overrides(config, overrides or [])
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
