@@ -123,6 +123,7 @@ def broken_data(kind, tmp, monkeypatch):
     """An Omniglot data folder with one defect; the archives' checksums are accepted unless the
     defect is the checksum itself."""
     import metadapt.datasets.omniglot as omniglot
+    from metadapt.datasets.archives import file_digests
     from omniglot_fixtures import make_archives, png
 
     monkeypatch.setenv("METADAPT_CACHE", str(tmp / "cache"))
@@ -136,7 +137,7 @@ def broken_data(kind, tmp, monkeypatch):
     if kind == "truncated":
         path = data / "images_background.zip"
         path.write_bytes(path.read_bytes()[:-700])
-        sums["images_background.zip"] = [{"sha256": omniglot.file_digests(path)["sha256"]}]
+        sums["images_background.zip"] = [{"sha256": file_digests(path)["sha256"]}]
     if kind != "checksum":
         monkeypatch.setattr(omniglot, "ARCHIVES", sums)
     return data

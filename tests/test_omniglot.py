@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import metadapt.datasets.omniglot as omniglot
-from metadapt.datasets.archives import safe_extract
+from metadapt.datasets.archives import file_digests, safe_extract
 from metadapt.datasets.omniglot import load_omniglot
 from metadapt.errors import UserError
 from omniglot_fixtures import make_archives, png
@@ -49,7 +49,7 @@ def test_corrupt_archive_is_refused(tmp_path):
     make_archives(tmp_path / "data")
     path = tmp_path / "data/images_background.zip"
     path.write_bytes(path.read_bytes()[:-500])
-    sums = {"images_background.zip": [{"sha256": omniglot.file_digests(path)["sha256"]}]}
+    sums = {"images_background.zip": [{"sha256": file_digests(path)["sha256"]}]}
     with pytest.raises(UserError, match="is corrupt or truncated"):
         load_omniglot("train", **kwargs(tmp_path, sums))
 

@@ -153,19 +153,19 @@ class GradientLearner(Algorithm):
             out.append(self._step_functional(out[-1], lrs, x, y, first_order))
         return out if trajectory else out[-1]
 
-    def task_losses(self, params: Params, batch, steps: int, first_order: bool, per_task_params: bool = False) -> torch.Tensor:
+    def task_losses(self, params: Params, batch, steps: int, first_order: bool) -> torch.Tensor:
         """Query loss of each task after adaptation, shape ``[T]``, differentiable w.r.t. ``params``."""
         lrs = self.step_sizes()
         if self.strategy == "vmap":
             def one(p, sx, sy, qx, qy):
                 return self.loss(self.adapt_one(p, lrs, sx, sy, steps, first_order), qx, qy)
 
-            return vmap(one, in_dims=(0 if per_task_params else None, 0, 0, 0, 0))(
+            return vmap(one, in_dims=(None, 0, 0, 0, 0))(
                 params, batch.support_x, batch.support_y, batch.query_x, batch.query_y
             )
         losses = []
         for i in range(batch.num_tasks):
-            p = {n: v[i] for n, v in params.items()} if per_task_params else params
+            p = params
             for _ in range(steps):
                 p = self._step_autograd(p, lrs, batch.support_x[i], batch.support_y[i], first_order, create_graph=True)
             losses.append(self.loss(p, batch.query_x[i], batch.query_y[i]))

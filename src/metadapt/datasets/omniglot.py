@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metadapt.datasets.archives import download, file_digests, open_zip, verify_checksum
+from metadapt.datasets.archives import download, open_zip, verify_checksum
 from metadapt.errors import UserError
 
 ARCHIVES = {
@@ -114,13 +114,13 @@ def load_characters(data_dir: str | Path | None = None, cache_dir: str | Path | 
     ``checksums`` replaces the accepted digests (for archives built by tests).
     """
     data_dir = Path(data_dir) if data_dir else default_data_dir()
-    archives = {}
+    archives, digests = {}, []
     for name, accepted in (checksums or ARCHIVES).items():
         path = data_dir / name
         _fetch(path, ARCHIVE_URL.format(name=name), allow_download, "archive")
-        verify_checksum(path, accepted)
+        digests.append(verify_checksum(path, accepted)["sha256"])  # each archive is read once
         archives[name] = path
-    key = "-".join(file_digests(p)["sha256"][:12] for p in archives.values())
+    key = "-".join(d[:12] for d in digests)
     cache = Path(cache_dir or default_cache_dir()) / f"omniglot-{image_size}-{key}.npz"
     if not cache.is_file():
         _build_cache(archives, cache, image_size, progress)
