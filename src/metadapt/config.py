@@ -48,6 +48,7 @@ class AlgorithmConfig:
     learn_inner_lr: bool = False  # implied by metasgd
     adapt_only: str | None = None  # "head" is implied by anil
     task_parallel: str = "auto"   # auto | vmap | loop
+    compile: bool = False         # torch.compile the meta-loss (gradient-based methods)
     fce: bool = False             # matching: full-context embeddings
     fce_steps: int = 5            # matching: attLSTM steps with fce
 

@@ -16,7 +16,10 @@ Two task-parallel strategies compute the same numbers (a test checks it):
   networks on CPU, where vmap turns per-task weights into grouped convolutions.
 
 ``"auto"`` picks ``loop`` when the model has a convolution or a BatchNorm layer and ``vmap``
-otherwise. ``vmap`` is refused for second-order meta-gradients through BatchNorm: with torch
+otherwise. ``compile=True`` hands the meta-loss (inner loop, query loss and, through
+AOTAutograd, its backward) to ``torch.compile``: one fused graph instead of hundreds of small
+eager kernels, worth its compile time (tens of seconds) for small models trained for many
+iterations (``benchmarks/peers.py`` measures it). ``vmap`` is refused for second-order meta-gradients through BatchNorm: with torch
 2.13 it returns wrong second-order gradients there (a test shows it; the loop path is exact).
 """
 from __future__ import annotations
@@ -68,6 +71,7 @@ class GradientLearner(Algorithm):
         adapt_only: names (or name prefixes) of the parameters the inner loop moves;
             ``None`` moves all, ``"head"`` the last layer's (ANIL).
         task_parallel: ``"auto"``, ``"vmap"`` or ``"loop"``.
+        compile: run the meta-loss through ``torch.compile`` (same numbers, a test checks it).
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class GradientLearner(Algorithm):
         learn_inner_lr: bool = False,
         adapt_only: str | Sequence[str] | None = None,
         task_parallel: str = "auto",
+        compile: bool = False,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -95,6 +100,8 @@ class GradientLearner(Algorithm):
         self.inner_steps = int(inner_steps)
         self.first_order = bool(first_order)
         self.strategy = resolve_strategy(task_parallel, model, first_order)
+        self.compile = bool(compile)
+        self._compiled_losses = None
         names = [n for n, _ in model.named_parameters()]
         if adapt_only is None:
             self.adapted_names = names
@@ -155,21 +162,33 @@ class GradientLearner(Algorithm):
 
     def task_losses(self, params: Params, batch, steps: int, first_order: bool) -> torch.Tensor:
         """Query loss of each task after adaptation, shape ``[T]``, differentiable w.r.t. ``params``."""
+        args = (params, batch.support_x, batch.support_y, batch.query_x, batch.query_y, steps, first_order)
+        if not self.compile:
+            return self._task_losses(*args)
+        if self._compiled_losses is None:
+            self._compiled_losses = torch.compile(self._task_losses, dynamic=False)
+        return self._compiled_losses(*args)
+
+    def _task_losses(self, params: Params, support_x, support_y, query_x, query_y, steps: int,
+                     first_order: bool) -> torch.Tensor:
         lrs = self.step_sizes()
         if self.strategy == "vmap":
             def one(p, sx, sy, qx, qy):
                 return self.loss(self.adapt_one(p, lrs, sx, sy, steps, first_order), qx, qy)
 
-            return vmap(one, in_dims=(None, 0, 0, 0, 0))(
-                params, batch.support_x, batch.support_y, batch.query_x, batch.query_y
-            )
+            return vmap(one, in_dims=(None, 0, 0, 0, 0))(params, support_x, support_y, query_x, query_y)
         losses = []
-        for i in range(batch.num_tasks):
+        for i in range(support_x.shape[0]):
             p = params
             for _ in range(steps):
-                p = self._step_autograd(p, lrs, batch.support_x[i], batch.support_y[i], first_order, create_graph=True)
-            losses.append(self.loss(p, batch.query_x[i], batch.query_y[i]))
+                p = self._step_autograd(p, lrs, support_x[i], support_y[i], first_order, create_graph=True)
+            losses.append(self.loss(p, query_x[i], query_y[i]))
         return torch.stack(losses)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_compiled_losses"] = None  # a compiled function is rebuilt on first use, not copied
+        return state
 
     def supports(self, batch) -> bool:
         """A classifier's head fixes the number of ways it can be evaluated on."""
