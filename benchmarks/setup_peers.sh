@@ -25,20 +25,22 @@ $PIP install -q "cython>=3" numpy scipy tqdm requests higher==0.2.1 torchopt==0.
 if ! "$VENV/bin/python" -c "import learn2learn" 2>/dev/null; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  $PIP download -q --no-deps --no-binary :all: learn2learn==0.2.0 -d "$work"
+  $PIP download -q --no-deps --no-build-isolation --no-binary learn2learn learn2learn==0.2.0 -d "$work"
   tar -xzf "$work"/learn2learn-0.2.0.tar.gz -C "$work"
   src="$work/learn2learn-0.2.0"
-  find "$src" -name '*.pyx' -print0 | while IFS= read -r -d '' pyx; do
+  rm -rf "$src/.eggs"   # the archive carries an old Cython egg; build with the venv's Cython
+  find "$src/learn2learn" -name '*.pyx' -print0 | while IFS= read -r -d '' pyx; do
     rm -f "${pyx%.pyx}.c"
     "$VENV/bin/cython" -3 "$pyx"
   done
   # learn2learn's runtime needs gym and qpth only for its RL and QP modules, which its top-level
   # import pulls in; gsutil (dataset downloads) is not needed to time meta-learning steps.
-  $PIP install -q "gym<0.27" qpth
+  # gym 0.26 asks for numpy<2, which JAX cannot use; it imports fine beside numpy 2
+  $PIP install -q --no-deps "gym<0.27" gym-notices cloudpickle qpth
   $PIP install -q --no-build-isolation --no-deps "$src"
 fi
 $PIP install -q --no-deps -e .
-$PIP install -q pyyaml matplotlib pillow
+$PIP install -q pyyaml matplotlib pillow "numpy>=2"
 
 "$VENV/bin/python" - <<'EOF'
 import importlib

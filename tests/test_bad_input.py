@@ -62,6 +62,8 @@ CASES = {
     "bad choice": (lambda r, t: ["train", RECIPE, "task.preset=cosine"], "task.preset must be one of maml, founding; got 'cosine'"),
     "inconsistent": (lambda r, t: ["train", RECIPE, "algorithm.name=reptile", "algorithm.learn_inner_lr=true"],
                      "algorithm.learn_inner_lr=true needs a meta-gradient"),
+    "compile unsupported": (lambda r, t: ["train", RECIPE, "algorithm.name=reptile", "train.compile=true"],
+                            "train.compile=true covers maml, fomaml, metasgd and anil, not reptile"),
     "no gpu": (lambda r, t: ["train", RECIPE, *TINY, "train.device=cuda", "--run-dir", str(t / "gpu")], "no CUDA device is available"),
     "invalid yaml": (lambda r, t: ["train", csv(t, "r.yaml", "train: {seed: 1\n")], "is not valid YAML at line"),
     "missing recipe": (lambda r, t: ["train", str(t / "none.yaml")], "recipe"),

@@ -72,7 +72,7 @@ def _options(config: Config) -> dict:
     options = dict(
         loss="cross_entropy" if is_classification(config) else "mse", inner_lr=a.inner_lr,
         inner_steps=a.inner_steps, first_order=a.first_order, learn_inner_lr=a.learn_inner_lr,
-        adapt_only=a.adapt_only, task_parallel=a.task_parallel, compile=a.compile,
+        adapt_only=a.adapt_only, task_parallel=a.task_parallel,
     )
     options.update({k: v for k, v in implied.items() if v})
     return options

@@ -48,7 +48,6 @@ class AlgorithmConfig:
     learn_inner_lr: bool = False  # implied by metasgd
     adapt_only: str | None = None  # "head" is implied by anil
     task_parallel: str = "auto"   # auto | vmap | loop
-    compile: bool = False         # torch.compile the meta-loss (gradient-based methods)
     fce: bool = False             # matching: full-context embeddings
     fce_steps: int = 5            # matching: attLSTM steps with fce
 
@@ -66,6 +65,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     device: str = "cpu"
     threads: int = 0              # torch intra-op threads; 0 keeps torch's default
+    compile: bool = False         # MAML family: fuse meta-gradient and optimizer step in one torch.compile
+                                  # graph (tens of seconds to compile; pays off for small models)
     on_nonfinite: str = "stop"    # stop | skip: what a NaN/inf meta-loss or meta-gradient does
     time_limit_s: float = 0.0     # stop (with a checkpoint) after this much training time; 0: no limit
     grad_shards: int = 0          # meta-gradient slices summed in order (0: one per process); results are
@@ -210,6 +211,9 @@ def validate(config: Config) -> Config:
     if config.algorithm.learn_inner_lr and config.algorithm.name in ("reptile", "pretrain"):
         raise UserError(f"algorithm.learn_inner_lr=true needs a meta-gradient through the inner loop, which "
                         f"{config.algorithm.name} has not; use algorithm.name=metasgd")
+    if config.train.compile and config.algorithm.name not in ("maml", "fomaml", "metasgd", "anil"):
+        raise UserError(f"train.compile=true covers maml, fomaml, metasgd and anil, not {config.algorithm.name}; "
+                        "set train.compile=false")
     if config.algorithm.name in GRADIENT_BASED[:-1] and config.algorithm.inner_steps == 0:
         raise UserError(f"algorithm.inner_steps must be >= 1 for {config.algorithm.name}")
     return config

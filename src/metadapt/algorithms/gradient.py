@@ -185,6 +185,12 @@ class GradientLearner(Algorithm):
             losses.append(self.loss(p, query_x[i], query_y[i]))
         return torch.stack(losses)
 
+    def forward(self, support_x, support_y, query_x, query_y) -> torch.Tensor:
+        """The mean query loss after ``inner_steps`` of adaptation (what ``torch.func`` transforms
+        of the whole meta-loss, such as the compiled meta-step, differentiate)."""
+        return self._task_losses(self.meta_params(), support_x, support_y, query_x, query_y,
+                                 self.inner_steps, self.first_order).mean()
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_compiled_losses"] = None  # a compiled function is rebuilt on first use, not copied

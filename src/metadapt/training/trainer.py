@@ -49,6 +49,18 @@ class NonFiniteError(UserError):
     """A non-finite meta-loss or meta-gradient with ``train.on_nonfinite: stop``."""
 
 
+def _compiled_step(config: Config, algorithm: Algorithm, optimizer, context):
+    from metadapt.training.compiled import CompiledMetaStep
+
+    if context.world_size > 1 or config.train.grad_shards > 1:
+        raise UserError("train.compile=true runs in one process with train.grad_shards 0 or 1; "
+                        "drop train.compile for multi-process or sharded training")
+    try:
+        return CompiledMetaStep(algorithm, optimizer)
+    except ValueError as err:
+        raise UserError(f"train.compile=true: {err}; set train.compile=false") from None
+
+
 def build_optimizer(config: Config, algorithm: Algorithm) -> torch.optim.Optimizer:
     if config.train.optimizer == "adam":
         return torch.optim.Adam(algorithm.parameters(), lr=config.train.meta_lr)
@@ -163,6 +175,7 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
     distributed.barrier(context)
 
     saved_at = [step if resume else None]
+    fused = _compiled_step(config, algorithm, optimizer, context) if config.train.compile else None
 
     def checkpoint(which: str) -> None:
         if which == "last":
@@ -184,9 +197,14 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
         with _stop_on_signals() as signals:
             while step < total:
                 batch = tasks.sample(config.train.meta_batch_size, generator).to(device)
-                optimizer.zero_grad(set_to_none=True)
-                loss_share, metrics_share, finite = distributed.meta_gradient(
-                    algorithm, parameters, batch, context, config.train.grad_shards)
+                if fused is not None:  # meta-gradient and update in one graph; nothing moves unless finite
+                    loss_value, finite_flag = fused(batch)
+                    loss_share, finite = loss_value.item(), bool(finite_flag)
+                    metrics_share = {"query_loss": loss_share}
+                else:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss_share, metrics_share, finite = distributed.meta_gradient(
+                        algorithm, parameters, batch, context, config.train.grad_shards)
                 # one all-reduce agrees on the logged metrics, on faults, on signals and on the time limit
                 limit = config.train.time_limit_s
                 time_up = context.is_main and limit > 0 and time.perf_counter() - started >= limit
@@ -209,7 +227,7 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
                         )
                     skipped += 1
                     optimizer.zero_grad(set_to_none=True)
-                else:
+                elif fused is None:
                     optimizer.step()
                 step += 1
                 if not any_fault:
