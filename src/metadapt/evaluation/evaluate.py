@@ -8,7 +8,8 @@ import torch
 from metadapt.algorithms import Algorithm, GradientLearner
 from metadapt.build import build_scratch, build_tasks, is_classification
 from metadapt.evaluation.curves import evaluate_learning_speed
-from metadapt.evaluation.plots import plot_adaptation_curves, plot_example_episodes, plot_example_fits
+from metadapt.evaluation.plots import (plot_adaptation_curves, plot_example_episodes, plot_example_fits,
+                                       plot_training_curve)
 from metadapt.evaluation.report import write_report
 from metadapt.training.checkpoint import atomic_write_text
 from metadapt.training.run import Run
@@ -62,6 +63,12 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
             plot_example_fits(fit_methods, build_tasks(run.config, shots=shots), run.path / rel,
                               steps=tuple(s for s in (1, 10) if s <= steps) or (steps,), seed=cfg.seed)
             figures[f"Example fits, {shots}-shot"] = rel
+    metrics_path = run.path / "metrics.jsonl"
+    if metrics_path.is_file():
+        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+        rel = "plots/training_curve.png"
+        if plot_training_curve(rows, run.path / rel, f"{run.config.name}: validation during meta-training"):
+            figures["Validation during meta-training"] = rel
     summary_path = run.path / "summary.json"
     training = json.loads(summary_path.read_text()) if summary_path.is_file() else None
     write_report(run.path, run.config.to_dict(), training, results, figures)

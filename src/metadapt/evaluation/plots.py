@@ -58,6 +58,44 @@ def plot_adaptation_curves(results: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def training_curve(rows: list[dict]) -> list[tuple[float, dict]]:
+    """``(training seconds, validation row)`` for every validation row of a ``metrics.jsonl``.
+    Rows written before the trainer logged ``seconds`` get ``step / iterations_per_second`` of
+    the nearest training row instead (the same clock, read from the throughput)."""
+    train = [r for r in rows if r.get("split") == "train" and r.get("iterations_per_second")]
+    out = []
+    for r in rows:
+        if r.get("split") != "val":
+            continue
+        if "seconds" in r:
+            out.append((float(r["seconds"]), r))
+        elif train:
+            near = min(train, key=lambda t: abs(t["step"] - r["step"]))
+            out.append((r["step"] / near["iterations_per_second"], r))
+    return out
+
+
+def plot_training_curve(rows: list[dict], path: Path, title: str) -> bool:
+    """Validation accuracy (classification) or query loss against training time; ``False``
+    when the log has no validation rows."""
+    curve = training_curve(rows)
+    if not curve:
+        return False
+    accuracy = all("accuracy" in r for _, r in curve)
+    minutes = [t / 60 for t, _ in curve]
+    values = [100 * r["accuracy"] if accuracy else r["query_loss"] for _, r in curve]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(minutes, values, marker="o", ms=3)
+    ax.set_xlabel("meta-training time (minutes)")
+    ax.set_ylabel("validation query accuracy %" if accuracy else "validation query loss")
+    if not accuracy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
 @torch.no_grad()
 def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes: int = 2, queries_shown: int = 10) -> None:
     """For a few test episodes: the support images (one column per class) and query images

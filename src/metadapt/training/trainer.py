@@ -70,12 +70,23 @@ def build_optimizer(config: Config, algorithm: Algorithm) -> torch.optim.Optimiz
 @torch.no_grad()
 def validation_loss(algorithm: Algorithm, batch: TaskBatch, chunk: int = 100) -> float:
     """Mean query loss on held-out tasks after the algorithm's default adaptation."""
-    total = 0.0
+    return validation_metrics(algorithm, batch, chunk)["query_loss"]
+
+
+def validation_metrics(algorithm: Algorithm, batch: TaskBatch, chunk: int = 100) -> dict[str, float]:
+    """Mean query loss (and accuracy, for classification) on held-out tasks after the
+    algorithm's default adaptation."""
+    total, correct = 0.0, 0.0
     for start in range(0, batch.num_tasks, chunk):
         part = batch[start:start + chunk]
         prediction = algorithm.adapt_tasks(part.support_x, part.support_y).predict(part.query_x)
         total += float(algorithm.loss_fn(prediction.flatten(0, 1), part.query_y.flatten(0, 1))) * part.num_tasks
-    return total / batch.num_tasks
+        if not torch.is_floating_point(part.query_y):
+            correct += float((prediction.argmax(-1) == part.query_y).float().mean()) * part.num_tasks
+    metrics = {"query_loss": total / batch.num_tasks}
+    if not torch.is_floating_point(batch.query_y):
+        metrics["accuracy"] = correct / batch.num_tasks
+    return metrics
 
 
 def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
@@ -153,7 +164,7 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
     generator = torch.Generator().manual_seed(config.train.seed)
     val_generator = torch.Generator().manual_seed(config.train.seed + VAL_SEED_OFFSET)
     val_batch = val_tasks.sample(config.train.val_tasks, val_generator).to(device) if context.is_main else None
-    step, best, skipped = 0, math.inf, 0
+    step, best, skipped, resumed_seconds = 0, math.inf, 0, 0.0
     metrics_path = run_dir / "metrics.jsonl"
 
     if resume and not checkpoint_path(run_dir, "last").is_file():
@@ -167,6 +178,7 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
             optimizer.load_state_dict(payload["optimizer"])
             generator.set_state(payload["generator"])
             step, best = int(payload["step"]), float(payload["best"])
+            resumed_seconds = float(payload.get("seconds", 0.0))  # training time before this resume
         except (KeyError, ValueError, RuntimeError, TypeError) as err:
             raise UserError(f"checkpoint {str(checkpoint_path(run_dir, 'last'))!r} is incomplete ({err}); "
                             "resume from another checkpoint or retrain") from None
@@ -184,6 +196,7 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
             save_checkpoint(checkpoint_path(run_dir, which), {
                 "state": algorithm.state_dict(), "optimizer": optimizer.state_dict(),
                 "generator": generator.get_state(), "step": step, "best": best,
+                "seconds": time.perf_counter() - started + resumed_seconds if step > started_step else resumed_seconds,
                 "algorithm": config.algorithm.name,
             })
 
@@ -237,11 +250,13 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
                     if any_fault:
                         log.write(json.dumps({"step": step, "split": "train", "skipped": "non-finite"}) + "\n")
                     if step % config.train.val_every == 0 or step == total:
-                        last_val = validation_loss(algorithm, val_batch)
+                        val_metrics = validation_metrics(algorithm, val_batch)
+                        last_val = val_metrics["query_loss"]
                         if last_val < best:
                             best = last_val
                             checkpoint("best")
-                        log.write(json.dumps({"step": step, "split": "val", "query_loss": last_val}) + "\n")
+                        log.write(json.dumps({"step": step, "split": "val", **val_metrics,
+                                              "seconds": time.perf_counter() - started + resumed_seconds}) + "\n")
                     if step % config.train.log_every == 0 or step == total:
                         elapsed = time.perf_counter() - started
                         log.write(json.dumps({"step": step, "split": "train", **metrics,
