@@ -149,10 +149,9 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
                          first_order=first_order, compile=contender == "metadapt-compiled")
         opt = Adam(algorithm.parameters(), 1e-3)
 
-        def step(batch):
-            loss, _ = algorithm.meta_loss(TaskBatch(*batch))
+        def step(batch):  # the trainer's step: meta_backward differentiates one task at a time on the loop
             opt.zero_grad()
-            loss.backward()
+            algorithm.meta_backward(TaskBatch(*batch))
             opt.step()
         return step
 
@@ -417,9 +416,8 @@ def measure_growth(device: str) -> list[dict]:
         for i in range(1, 1001):
             batch = TaskBatch(*batches[i % len(batches)])
             if mode == "train":
-                loss, _ = algorithm.meta_loss(batch)
                 opt.zero_grad()
-                loss.backward()
+                algorithm.meta_backward(batch)
                 opt.step()
             else:
                 algorithm.adapt_tasks(batch.support_x, batch.support_y, steps).predict(batch.query_x)

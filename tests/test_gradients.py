@@ -150,3 +150,16 @@ def test_compiled_meta_loss_equals_eager(variant, sine_batch64):
         ref, _ = eager.meta_loss(sine_batch64)
         torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
         assert_all_close(grads_of(loss, compiled), grads_of(ref, eager), rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_backward_equals_backward_of_meta_loss(strategy, first_order, sine_batch64):
+    """The trainer's ``meta_backward`` (one task at a time on the loop) adds the same gradient."""
+    algo = make(lambda: MLP(1, [16, 16], 1), inner_lr=0.05, inner_steps=2, task_parallel=strategy,
+                first_order=first_order)
+    loss, _ = algo.meta_loss(sine_batch64)
+    expected = grads_of(loss * 0.5, algo)
+    value, metrics = algo.meta_backward(sine_batch64, scale=0.5)
+    assert value == pytest.approx(loss.item(), rel=1e-12) and metrics["query_loss"] == pytest.approx(value)
+    assert_all_close([p.grad for p in algo.parameters()], expected, rtol=1e-10, atol=1e-14)

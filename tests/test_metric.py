@@ -44,6 +44,12 @@ def test_meta_loss_trains_and_adapt_predicts(make):
     loss, metrics = algorithm.meta_loss(batch)
     loss.backward()
     assert all(p.grad is not None for p in algorithm.parameters())
+    expected = [p.grad.clone() for p in algorithm.parameters()]
+    algorithm.zero_grad()
+    value, per_episode = algorithm.meta_backward(batch)  # one episode at a time, the same gradient
+    assert value == pytest.approx(loss.item(), rel=1e-6) and per_episode == pytest.approx(metrics, rel=1e-6)
+    for p, g in zip(algorithm.parameters(), expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
     assert 0 <= metrics["accuracy"] <= 1 and math.isfinite(metrics["query_loss"])
     adapted = algorithm.adapt_tasks(batch.support_x, batch.support_y)
     assert adapted.predict(batch.query_x).shape == (2, 3, 3)

@@ -48,7 +48,7 @@ class Algorithm(nn.Module):
     """An ``nn.Module`` holding the meta-parameters.
 
     Subclasses implement ``meta_loss(batch) -> (loss, metrics)`` (differentiable w.r.t.
-    ``self.parameters()``; the trainer calls ``backward`` and steps its optimizer) and
+    ``self.parameters()``), ``meta_backward`` where a lighter way to its gradient exists, and
     ``adapt_tasks(support_x, support_y, steps) -> Adapted`` over a leading task axis.
     ``adapt`` is the single-task form users call.
     """
@@ -61,6 +61,14 @@ class Algorithm(nn.Module):
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
+
+    def meta_backward(self, batch: TaskBatch, scale: float = 1.0) -> tuple[float, dict[str, float]]:
+        """Add ``scale ×`` the meta-gradient to each parameter's ``.grad``; returns the meta-loss and
+        metrics. The trainer calls this. Methods with a per-task loop override it to differentiate
+        one task at a time, so that peak memory holds one task's graph, not the meta-batch's."""
+        loss, metrics = self.meta_loss(batch)
+        (loss * scale).backward()
+        return loss.item(), metrics
 
     def adapt_tasks(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Adapted:
         raise NotImplementedError

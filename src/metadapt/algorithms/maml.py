@@ -38,3 +38,17 @@ class MAML(GradientLearner):
         losses = self.task_losses(self.meta_params(), batch, self.inner_steps, self.first_order)
         loss = losses.mean()
         return loss, {"query_loss": loss.item()}
+
+    def meta_backward(self, batch: TaskBatch, scale: float = 1.0) -> tuple[float, dict[str, float]]:
+        """On the per-task loop, each task's query loss is differentiated as soon as it is computed
+        (the same sum of gradients; peak memory of one task instead of the whole meta-batch)."""
+        if self.strategy != "loop" or self.compile:
+            return super().meta_backward(batch, scale)
+        params, total = self.meta_params(), 0.0
+        for i in range(batch.num_tasks):
+            loss = self._task_losses(params, batch.support_x[i:i + 1], batch.support_y[i:i + 1], batch.query_x[i:i + 1],
+                                     batch.query_y[i:i + 1], self.inner_steps, self.first_order)[0]
+            (loss * (scale / batch.num_tasks)).backward()
+            total += loss.item()
+        loss = total / batch.num_tasks
+        return loss, {"query_loss": loss}

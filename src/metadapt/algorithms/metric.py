@@ -53,6 +53,17 @@ class MetricLearner(Algorithm):
         loss = torch.stack(losses).mean()
         return loss, {"query_loss": loss.item(), "accuracy": correct / batch.num_tasks}
 
+    def meta_backward(self, batch: TaskBatch, scale: float = 1.0) -> tuple[float, dict[str, float]]:
+        """One episode at a time: peak memory holds one episode's graph."""
+        total, correct = 0.0, 0.0
+        for sx, sy, qx, qy in zip(batch.support_x, batch.support_y, batch.query_x, batch.query_y):
+            logits = self.task_logits(sx, sy, qx)
+            loss = self.loss_fn(logits, qy)
+            (loss * (scale / batch.num_tasks)).backward()
+            total += loss.item()
+            correct += (logits.argmax(-1) == qy).float().mean().item()
+        return total / batch.num_tasks, {"query_loss": total / batch.num_tasks, "accuracy": correct / batch.num_tasks}
+
     def adapt_tasks(self, support_x, support_y, steps=None) -> SupportMemory:
         return SupportMemory(self, support_x, support_y, batched=True)
 

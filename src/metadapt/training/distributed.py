@@ -78,10 +78,11 @@ def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBa
     for k in range(context.rank * per_process, (context.rank + 1) * per_process):
         part = batch[bounds[k]:bounds[k + 1]]
         share = part.num_tasks / batch.num_tasks
-        loss, metrics = algorithm.meta_loss(part)
-        grads = torch.autograd.grad(loss * share, parameters, allow_unused=True)
-        vectors.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, parameters)]))
-        loss_share += loss.item() * share
+        for p in parameters:
+            p.grad = None
+        loss, metrics = algorithm.meta_backward(part, share)
+        vectors.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in parameters]))
+        loss_share += loss * share
         for key, value in metrics.items():
             metrics_share[key] = metrics_share.get(key, 0.0) + value * share
     rows = torch.stack(vectors)
