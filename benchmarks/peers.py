@@ -123,9 +123,8 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
             opt = Adam(algorithm.parameters(), 1e-3)
 
             def step(batch):
-                loss, _ = algorithm.meta_loss(TaskBatch(*batch))
                 opt.zero_grad()
-                loss.backward()
+                algorithm.meta_backward(TaskBatch(*batch))
                 opt.step()
             return step
         opt = Adam(model.parameters(), 1e-3)
