@@ -145,8 +145,13 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
         from metadapt.tasks import TaskBatch
 
         algorithm = MAML(model, loss="mse" if kind == "sine" else "cross_entropy", inner_lr=lr, inner_steps=steps,
-                         first_order=first_order, compile=contender == "metadapt-compiled")
+                         first_order=first_order)
         opt = Adam(algorithm.parameters(), 1e-3)
+        if contender == "metadapt-compiled":  # train.compile=true: gradient and update in one compiled graph
+            from metadapt.training.compiled import CompiledMetaStep
+
+            fused = CompiledMetaStep(algorithm, opt)
+            return lambda batch: fused(TaskBatch(*batch))
 
         def step(batch):  # the trainer's step: meta_backward differentiates one task at a time on the loop
             opt.zero_grad()
