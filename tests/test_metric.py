@@ -33,8 +33,22 @@ def test_matching_probabilities_equal_a_hand_computation():
     torch.testing.assert_close(logp.exp().sum(1), torch.ones(2))
 
 
-@pytest.mark.parametrize("make", [lambda: ProtoNet(Conv4(1, 8)), lambda: MatchingNet(Conv4(1, 8), 8, fce=True, fce_steps=2)],
-                         ids=["protonet", "matching-fce"])
+def test_matching_cosine_scale_sharpens_the_attention_and_is_learned():
+    scaled = MatchingNet(nn.Identity(), 2, cosine_scale=10.0)
+    logp = scaled.task_logits(SUPPORT_X, SUPPORT_Y, QUERY_X)
+    q = QUERY_X[0] / QUERY_X[0].norm()
+    cos = torch.tensor([float(q @ (s / s.norm())) if s.norm() > 0 else 0.0 for s in SUPPORT_X])
+    weights = torch.softmax(10.0 * cos, 0)
+    torch.testing.assert_close(logp[0], torch.log(torch.stack([weights[:2].sum(), weights[2:].sum()])))
+    nn.functional.nll_loss(logp, torch.tensor([0, 1])).backward()
+    assert scaled.log_scale.grad is not None and scaled.log_scale.grad != 0
+    with pytest.raises(ValueError, match="cosine_scale must be positive"):
+        MatchingNet(nn.Identity(), 2, cosine_scale=0.0)
+
+
+@pytest.mark.parametrize("make", [lambda: ProtoNet(Conv4(1, 8)), lambda: MatchingNet(Conv4(1, 8), 8, fce=True, fce_steps=2),
+                                  lambda: MatchingNet(Conv4(1, 8), 8, cosine_scale=10.0)],
+                         ids=["protonet", "matching-fce", "matching-scaled"])
 def test_meta_loss_trains_and_adapt_predicts(make):
     torch.manual_seed(0)
     algorithm = make()

@@ -87,7 +87,8 @@ def build_algorithm(config: Config) -> Algorithm:
             algorithm = ProtoNet(encoder)
         else:
             algorithm = _seeded(lambda: MatchingNet(encoder, encoder.embedding_dim, config.algorithm.fce,
-                                                    config.algorithm.fce_steps), config.train.seed + 1)
+                                                    config.algorithm.fce_steps, config.algorithm.cosine_scale),
+                                config.train.seed + 1)
     else:
         options = _options(config)
         if cls is Reptile:

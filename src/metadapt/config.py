@@ -50,6 +50,7 @@ class AlgorithmConfig:
     task_parallel: str = "auto"   # auto | vmap | loop
     fce: bool = False             # matching: full-context embeddings
     fce_steps: int = 5            # matching: attLSTM steps with fce
+    cosine_scale: float | None = None  # matching: initial learned inverse temperature on the cosines; null: plain cosine
 
 
 @dataclass
@@ -111,7 +112,7 @@ CHOICES = {
     "train.optimizer": ("adam", "sgd"),
     "train.on_nonfinite": ("stop", "skip"),
 }
-POSITIVE = {"task.shots", "task.queries", "task.ways", "model.filters", "algorithm.fce_steps", "algorithm.inner_lr", "train.iterations", "train.meta_batch_size",
+POSITIVE = {"algorithm.cosine_scale", "task.shots", "task.queries", "task.ways", "model.filters", "algorithm.fce_steps", "algorithm.inner_lr", "train.iterations", "train.meta_batch_size",
             "train.meta_lr", "train.log_every", "train.val_every", "train.val_tasks", "train.checkpoint_every",
             "eval.tasks", "eval.queries"}
 NON_NEGATIVE = {"train.time_limit_s", "train.grad_shards", "algorithm.inner_steps", "eval.steps", "train.threads", "train.seed", "eval.seed"}
@@ -187,7 +188,7 @@ def validate(config: Config) -> Config:
         if flat[key] not in allowed:
             raise UserError(f"{key} must be one of {', '.join(map(str, allowed))}; got {flat[key]!r}")
     for key in POSITIVE:
-        if not flat[key] > 0:
+        if flat[key] is not None and not flat[key] > 0:
             raise UserError(f"{key} must be positive, got {flat[key]}")
     for key in NON_NEGATIVE:
         if flat[key] < 0:

@@ -6,8 +6,18 @@ With full-context embeddings (``fce=True``), ``g`` runs a bidirectional LSTM ove
 embeddings (``g(x_i) = h→_i + h←_i + g'(x_i)``) and ``f`` is an LSTM that attends over ``g(S)``
 for ``fce_steps`` steps (the paper's attLSTM). The returned "logits" are ``log P(y|x̂)``; since
 ``Σ_y P = 1``, the cross entropy of these equals the paper's negative log-likelihood.
+
+``cosine_scale=s`` multiplies the cosines by a learned inverse temperature ``τ`` (initialised at
+``s``, learned as ``log τ``) before the softmax: ``a = softmax_i(τ cos(f(x̂), g(x_i)))``, as
+Gidaris & Komodakis (2018, arXiv:1804.09458) and Oreshkin et al. (TADAM, 2018, arXiv:1805.10123)
+do. Cosines lie in [−1, 1], so without it the attention can never be sharp (with 20 support
+examples the largest weight is at most e/(e + 19/e) ≈ 0.28) and learning stalls: on Omniglot
+the plain form reached 83% on 5-way 1-shot where the scaled one reached the paper's figures
+(README). ``cosine_scale=None`` is the paper's formula exactly.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -18,9 +28,13 @@ from metadapt.algorithms.metric import MetricLearner
 class MatchingNet(MetricLearner):
     name = "matching"
 
-    def __init__(self, encoder: nn.Module, embedding_dim: int, fce: bool = False, fce_steps: int = 5):
+    def __init__(self, encoder: nn.Module, embedding_dim: int, fce: bool = False, fce_steps: int = 5,
+                 cosine_scale: float | None = None):
         super().__init__(encoder)
         self.fce, self.fce_steps = fce, fce_steps
+        if cosine_scale is not None and cosine_scale <= 0:
+            raise ValueError(f"cosine_scale must be positive or None, got {cosine_scale}")
+        self.log_scale = nn.Parameter(torch.tensor(math.log(cosine_scale))) if cosine_scale is not None else None
         if fce:
             self.support_lstm = nn.LSTM(embedding_dim, embedding_dim, bidirectional=True, batch_first=True)
             self.query_cell = nn.LSTMCell(2 * embedding_dim, embedding_dim)
@@ -42,6 +56,8 @@ class MatchingNet(MetricLearner):
         if self.fce:
             zs, zq = self._full_context(zs, zq)
         cosine = nn.functional.normalize(zq, dim=1) @ nn.functional.normalize(zs, dim=1).T
+        if self.log_scale is not None:
+            cosine = cosine * self.log_scale.exp()
         attention = torch.softmax(cosine, dim=1)
         probabilities = attention @ nn.functional.one_hot(support_y, ways).to(attention.dtype)
         return torch.log(probabilities.clamp_min(1e-12))
