@@ -111,6 +111,7 @@ def cmd_demo(args) -> int:
         config = build_config({"name": f"demo-{name}"}, [
             f"algorithm.name={name}", f"train.iterations={iterations}", f"train.val_every={max(1, iterations // 10)}",
             f"train.checkpoint_every={max(1, iterations // 10)}", f"train.device={args.device}",
+            f"train.compile={'true' if args.compile and name == 'maml' else 'false'}",
         ])
         print(f"[demo] meta-training {name} on sine-wave regression ({iterations} meta-iterations, "
               f"meta-batch {config.train.meta_batch_size}, {config.task.shots}-shot tasks)")
@@ -170,6 +171,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="folder for the two runs (replaced on each demo)")
     p.add_argument("--iterations", type=int, default=30000, help="MAML meta-iterations (pretrain gets a third)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true", help="MAML with the compiled meta-step (train.compile=true)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser
