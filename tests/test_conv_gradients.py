@@ -76,3 +76,18 @@ def test_conv4_batchnorm_first_order_vmap_equals_loop(steps):
     ref = reference_meta_loss_fn(maml.model, batch, 0.4, steps, True, nn.functional.cross_entropy)
     for a, b in zip(results[1][1], grads_of(ref, maml)):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_batched_prediction_loops_over_tasks_for_convolutions_and_equals_vmap():
+    from metadapt.algorithms import MAML
+    from metadapt.models import Conv4
+
+    torch.manual_seed(0)
+    maml = MAML(Conv4(1, 8, out_features=3), loss="cross_entropy", inner_lr=0.4)
+    g = torch.Generator().manual_seed(1)
+    sx, qx = torch.randn(3, 6, 1, 28, 28, generator=g), torch.randn(3, 9, 1, 28, 28, generator=g)
+    adapted = maml.adapt_tasks(sx, torch.tensor([[0, 0, 1, 1, 2, 2]] * 3), 2)
+    assert adapted.loop
+    looped = adapted.predict(qx, step=1)
+    adapted.loop = False
+    torch.testing.assert_close(looped, adapted.predict(qx, step=1), rtol=1e-5, atol=1e-6)

@@ -26,6 +26,9 @@ class Adapted:
         self.trajectory = trajectory
         self.buffers = buffers
         self.batched = batched
+        # vmap turns per-task convolution weights into grouped convolutions, several times slower
+        # on CPU than one call per task (DESIGN.md); small models are faster vectorised
+        self.loop = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
 
     @property
     def steps(self) -> int:
@@ -40,6 +43,9 @@ class Adapted:
         params = self.trajectory[-1 if step is None else step]
         if not self.batched:
             return functional_call(self.model, (params, self.buffers), (x,))
+        if self.loop:
+            return torch.stack([functional_call(self.model, ({n: v[i] for n, v in params.items()}, self.buffers), (x[i],))
+                                for i in range(x.shape[0])])
         fn = lambda p, xi: functional_call(self.model, (p, self.buffers), (xi,))  # noqa: E731
         return vmap(fn)(params, x)
 
