@@ -353,6 +353,9 @@ class PeakSampler:
 def measure_one(case: str, contender: str, device: str, repeats: int) -> dict:
     import torch
 
+    if os.environ.get("BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
+
     kind, first_order, steps = CASES[case]
     batches = make_batches(kind, device)
     step, _ = build_step(contender, kind, first_order, steps, device)
@@ -505,12 +508,19 @@ def main() -> None:
     parser.add_argument("--contenders", nargs="*", default=None)
     parser.add_argument("--no-growth", action="store_true", help="skip the 1,000-iteration memory check")
     parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="intra-op threads for every contender (torch; XLA single-threaded when 1); 0: defaults")
     parser.add_argument("--one", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--one-check", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md and the chart from the JSON files")
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error("--repeats must be at least 5 (the median of at least 5 repeats is reported)")
+    if args.threads:
+        os.environ["BENCH_THREADS"] = str(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        if args.threads == 1:
+            os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     if args.one:
         print(json.dumps(measure_one(*args.one, args.device, args.repeats)))
         return
@@ -527,10 +537,15 @@ def main() -> None:
             rows.append(run_pair(case, contender, args.device, args.repeats, args.timeout))
             tqdm.write(json.dumps(rows[-1]))
         checks = agreement(args.cases, args.contenders, args.device, args.timeout)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         growth = [] if args.no_growth else measure_growth(args.device)
         record = {
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "device": args.device, "machine": machine(args.device), "versions": versions(),
+            "threads": args.threads or "default", "affinity": sorted(os.sched_getaffinity(0)),
             "command": " ".join(["python", "benchmarks/peers.py"] + sys.argv[1:]),
             "rows": rows, "growth": growth, "checks": checks,
         }

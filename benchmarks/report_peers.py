@@ -104,7 +104,8 @@ def write_report(folder: Path) -> Path:
     for record in records:
         title = "CPU" if record["device"] == "cpu" else f"GPU ({record['machine']})"
         versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
-        lines += [f"## {title}", "", f"Machine: {record['machine']}. Date: {record['date']}. Versions: {versions}.",
+        lines += [f"## {title}", "", f"Machine: {record['machine']}; threads per contender: {record.get('threads', 'default')}, "
+                  f"CPU cores used: {record.get('affinity', '?')}. Date: {record['date']}. Versions: {versions}.",
                   f"Command: `{record['command']}`.", ""]
         lines += _table(record) + _growth(record) + [""]
     if not any(r["device"] != "cpu" for r in records):
