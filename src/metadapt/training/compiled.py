@@ -52,6 +52,7 @@ class CompiledMetaStep:
         if {id(p) for p in group["params"]} != {id(p) for p in named.values()}:
             raise ValueError("the optimizer must hold exactly the algorithm's parameters")
         self.algorithm, self.optimizer, self.names = algorithm, optimizer, list(named)
+        self._live = list(named.values())
         self._compiled = torch.compile(self._step, dynamic=False)
 
     def _state(self, p: torch.Tensor) -> dict:
@@ -62,45 +63,53 @@ class CompiledMetaStep:
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
+    def _arguments(self) -> tuple:
+        """The tensors the graph reads and updates, as flat tuples (cheap guards); rebuilt only
+        when the parameters or the optimizer's state tensors were replaced (e.g. a loaded state)."""
+        live = self._live
+        if self.kind == "adam":
+            states = [self._state(p) for p in live]
+            key = tuple(id(x) for p, st in zip(live, states) for x in (p, st["exp_avg"], st["exp_avg_sq"], st["step"]))
+        else:
+            states, key = [], tuple(id(p) for p in live)
+        if key != getattr(self, "_key", None):
+            self._key = key
+            self._tensors = (tuple(p.detach() for p in live),  # views: updating them updates the module
+                             tuple(st["exp_avg"] for st in states), tuple(st["exp_avg_sq"] for st in states),
+                             tuple(st["step"] for st in states))
+            self._lr = torch.tensor(0.0, dtype=torch.float64)  # a tensor: a schedule needs no recompile
+        return self._tensors
+
     def _step(self, params, exp_avg, exp_avg_sq, steps, lr, beta1, beta2, eps, sx, sy, qx, qy):
         def mean_query_loss(p):
-            return functional_call(self.algorithm, p, (sx, sy, qx, qy))
+            return functional_call(self.algorithm, dict(zip(self.names, p)), (sx, sy, qx, qy))
 
         grads, loss = grad_and_value(mean_query_loss)(params)
         finite = torch.isfinite(loss)
-        for g in grads.values():
+        for g in grads:
             finite = finite & torch.isfinite(g).all()
-        for n, p in params.items():
-            g = grads[n]
+        for i, (p, g) in enumerate(zip(params, grads)):
             if self.kind == "sgd":
                 p.copy_(torch.where(finite, p - lr * g, p))
                 continue
-            step = steps[n] + 1
+            step = steps[i] + 1
             t = step.double()  # bias corrections in double precision, as torch.optim.Adam's
-            m = exp_avg[n] + (g - exp_avg[n]) * (1 - beta1)
-            v = exp_avg_sq[n] * beta2 + g * g * (1 - beta2)
+            m = exp_avg[i] + (g - exp_avg[i]) * (1 - beta1)
+            v = exp_avg_sq[i] * beta2 + g * g * (1 - beta2)
             denom = v.sqrt() / (1 - beta2 ** t).sqrt() + eps
             new = p - (lr / (1 - beta1 ** t)) * m / denom
             p.copy_(torch.where(finite, new, p))
-            exp_avg[n].copy_(torch.where(finite, m, exp_avg[n]))
-            exp_avg_sq[n].copy_(torch.where(finite, v, exp_avg_sq[n]))
-            steps[n].copy_(torch.where(finite, step, steps[n]))
+            exp_avg[i].copy_(torch.where(finite, m, exp_avg[i]))
+            exp_avg_sq[i].copy_(torch.where(finite, v, exp_avg_sq[i]))
+            steps[i].copy_(torch.where(finite, step, steps[i]))
         return loss, finite
 
     def __call__(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        named = dict(self.algorithm.named_parameters())
-        params = {n: named[n].detach() for n in self.names}  # views: updating them updates the module
+        params, exp_avg, exp_avg_sq, steps = self._arguments()
         group = self.optimizer.param_groups[0]
-        if self.kind == "adam":
-            states = {n: self._state(named[n]) for n in self.names}
-            exp_avg = {n: s["exp_avg"] for n, s in states.items()}
-            exp_avg_sq = {n: s["exp_avg_sq"] for n, s in states.items()}
-            steps = {n: s["step"] for n, s in states.items()}
-            beta1, beta2 = group["betas"]
-            eps = group["eps"]
-        else:
-            exp_avg = exp_avg_sq = steps = {}
-            beta1 = beta2 = eps = 0.0
-        lr = torch.tensor(float(group["lr"]), dtype=torch.float64)  # a tensor: a schedule needs no recompile
-        return self._compiled(params, exp_avg, exp_avg_sq, steps, lr, beta1, beta2, eps,
+        if float(self._lr) != group["lr"]:
+            self._lr.fill_(group["lr"])
+        beta1, beta2 = group["betas"] if self.kind == "adam" else (0.0, 0.0)
+        eps = group["eps"] if self.kind == "adam" else 0.0
+        return self._compiled(params, exp_avg, exp_avg_sq, steps, self._lr, beta1, beta2, eps,
                               batch.support_x, batch.support_y, batch.query_x, batch.query_y)
