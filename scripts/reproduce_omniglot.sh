@@ -22,7 +22,7 @@ run matching configs/omniglot/matching.yaml 1800
 OMP_NUM_THREADS=1 metadapt eval "$out/matching" --no-progress
 run pretrain configs/omniglot/pretrain.yaml 900
 wait "$fomaml"
-metadapt eval "$out/fomaml" --compare "$out/pretrain" --no-progress
+metadapt eval "$out/fomaml" --compare "$out/pretrain" --no-scratch --no-progress
 # Prototypical Networks were measured alone, with torch's default threads (2 here)
 metadapt train configs/omniglot/protonet.yaml task.data_dir="$data" task.ways=20 train.iterations=100000 \
   train.time_limit_s=1800 train.val_every=2000 train.checkpoint_every=2000 --run-dir "$out/protonet" --overwrite --no-progress

@@ -62,7 +62,8 @@ def cmd_eval(args) -> int:
 
     run = load(args.run)
     compare = [load(path) for path in args.compare]
-    results = evaluate_run(run, compare, tasks=args.tasks, steps=args.steps, progress=not args.no_progress)
+    results = evaluate_run(run, compare, tasks=args.tasks, steps=args.steps, progress=not args.no_progress,
+                           scratch=not args.no_scratch)
     print(comparison_table(results, markdown=False))
     print(speed_table(results, markdown=False))
     print(f"\nreport: {run.path / 'report.md'}   figures: {run.path / 'plots'}")
@@ -155,6 +156,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs="*", default=[], metavar="RUN", help="other runs to evaluate on the same tasks (e.g. a pretrain run)")
     p.add_argument("--tasks", type=int, help="number of test tasks (default: the recipe's eval.tasks)")
     p.add_argument("--steps", type=int, help="adaptation steps (default: the recipe's eval.steps)")
+    p.add_argument("--no-scratch", action="store_true", help="leave out the training-from-scratch baseline")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -33,7 +33,7 @@ def evaluation_settings(run: Run, tasks: int) -> dict:
 
 
 def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, steps: int | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, scratch: bool = True) -> dict:
     """Adaptation curves of ``run``, each ``compare`` run and training from scratch on the same
     test tasks; writes ``eval/results.json``, ``plots/*.png`` and ``report.md`` into ``run``."""
     cfg = run.config.eval
@@ -42,7 +42,7 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
     methods: dict[str, Algorithm] = {run.config.algorithm.name: run.algorithm}
     for other in compare:
         methods[_method_name(other, methods)] = other.algorithm
-    if any(isinstance(m, GradientLearner) for m in methods.values()):
+    if scratch and any(isinstance(m, GradientLearner) for m in methods.values()):
         methods["scratch"] = build_scratch(run.config)
     settings = evaluation_settings(run, tasks)
     results = evaluate_learning_speed(methods, settings, steps, cfg.targets, progress=progress)
