@@ -56,6 +56,16 @@ def _growth(record: dict) -> list[str]:
     return lines
 
 
+def _checks(record: dict) -> list[str]:
+    if not record.get("checks"):
+        return []
+    lines = ["", "Agreement: largest difference of each contender's first meta-gradient from metadapt's,",
+             "relative to its largest entry (float32):", ""]
+    for case, diffs in record["checks"].items():
+        lines.append(f"- {CASE_TITLES[case]}: " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))
+    return lines
+
+
 def _chart(records: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -107,7 +117,7 @@ def write_report(folder: Path) -> Path:
         lines += [f"## {title}", "", f"Machine: {record['machine']}; threads per contender: {record.get('threads', 'default')}, "
                   f"CPU cores used: {record.get('affinity', '?')}. Date: {record['date']}. Versions: {versions}.",
                   f"Command: `{record['command']}`.", ""]
-        lines += _table(record) + _growth(record) + [""]
+        lines += _table(record) + _checks(record) + _growth(record) + [""]
     if not any(r["device"] != "cpu" for r in records):
         lines += ["## GPU", "", "Not measured yet: on a machine with a GPU, run",
                   "`python benchmarks/peers.py --device cuda` in the benchmark environment; it adds this table.", ""]
