@@ -37,8 +37,8 @@ def _table(record: dict) -> list[str]:
                 ratio = f"{_speed(r) / _speed(reference):.2f}× plain loop"
             unit = UNIT.get(case, "")
             lines.append(
-                f"| {CASE_TITLES[case]} | {r['contender']} | {_speed(r):.1f} {unit} | "
-                f"{1 / r['max']:.1f}–{1 / r['min']:.1f} | {ratio} | {r['peak_memory_mb']:.0f} | {r['first_call_s']:.2f} |")
+                f"| {CASE_TITLES[case]} | {r['contender']} | {_speed(r):.3g} {unit} | "
+                f"{1 / r['max']:.3g}–{1 / r['min']:.3g} | {ratio} | {r['peak_memory_mb']:.0f} | {r['first_call_s']:.2f} |")
         for r in failed:
             if r["case"] == case:
                 lines.append(f"| {CASE_TITLES[case]} | {r['contender']} | failed: {r['error']} | | | | |")
