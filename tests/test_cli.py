@@ -35,6 +35,9 @@ def test_train_eval_adapt_happy_path(run_dir, tmp_path, capsys):
     assert main(["eval", str(run_dir), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "5-shot (12 tasks)" in out and "scratch" in out and (run_dir / "report.md").is_file()
+    assert main(["eval", str(run_dir), "--no-progress", "--no-scratch"]) == 0
+    out = capsys.readouterr().out
+    assert "5-shot (12 tasks)" in out and "scratch" not in out
 
     support = write(tmp_path / "support.csv", "x,y\n" + "".join(f"{x},{2 * torch.sin(torch.tensor(x - 1.0)).item()}\n" for x in (-4, -2, 0, 1, 3)))
     query = write(tmp_path / "query.csv", "x\n-1\n0.5\n2\n")
