@@ -513,7 +513,6 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--one-check", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md and the chart from the JSON files")
-    parser.add_argument("--from-log", metavar="LOG", help="make the results file from the rows an interrupted run printed")
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error("--repeats must be at least 5 (the median of at least 5 repeats is reported)")
@@ -528,20 +527,7 @@ def main() -> None:
     if args.one_check:
         print(json.dumps(check_one(*args.one_check, args.device)))
         return
-    if args.from_log:
-        import re
-
-        rows = [json.loads(m) for m in re.findall(r'\{"case"[^{}]*\}', Path(args.from_log).read_text())]
-        record = {
-            "date": datetime.datetime.fromtimestamp(Path(args.from_log).stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "device": args.device, "machine": machine(args.device), "versions": versions(),
-            "threads": args.threads or "default", "affinity": "see command",
-            "command": f"rows printed by an interrupted run, collected with --from-log ({len(rows)} pairs)",
-            "rows": rows, "growth": [], "checks": {},
-        }
-        out = HERE / f"results-{args.device.split(':')[0]}.json"
-        out.write_text(json.dumps(record, indent=1))
-    elif not args.report_only:
+    if not args.report_only:
         from tqdm import tqdm
 
         pairs = [(c, name) for c in args.cases for name in CONTENDERS[CASES[c][0]]

@@ -44,24 +44,24 @@ class MetricLearner(Algorithm):
     def task_logits(self, support_x, support_y, query_x) -> torch.Tensor:
         raise NotImplementedError
 
-    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        losses, correct = [], 0.0
+    def _episodes(self, batch: TaskBatch):
+        """``(query loss, query accuracy)`` of each episode, in order."""
         for sx, sy, qx, qy in zip(batch.support_x, batch.support_y, batch.query_x, batch.query_y):
             logits = self.task_logits(sx, sy, qx)
-            losses.append(self.loss_fn(logits, qy))
-            correct += (logits.argmax(-1) == qy).float().mean().item()
+            yield self.loss_fn(logits, qy), (logits.argmax(-1) == qy).float().mean().item()
+
+    def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        losses, accuracies = zip(*self._episodes(batch))
         loss = torch.stack(losses).mean()
-        return loss, {"query_loss": loss.item(), "accuracy": correct / batch.num_tasks}
+        return loss, {"query_loss": loss.item(), "accuracy": sum(accuracies) / batch.num_tasks}
 
     def meta_backward(self, batch: TaskBatch, scale: float = 1.0) -> tuple[float, dict[str, float]]:
         """One episode at a time: peak memory holds one episode's graph."""
         total, correct = 0.0, 0.0
-        for sx, sy, qx, qy in zip(batch.support_x, batch.support_y, batch.query_x, batch.query_y):
-            logits = self.task_logits(sx, sy, qx)
-            loss = self.loss_fn(logits, qy)
+        for loss, accuracy in self._episodes(batch):
             (loss * (scale / batch.num_tasks)).backward()
             total += loss.item()
-            correct += (logits.argmax(-1) == qy).float().mean().item()
+            correct += accuracy
         return total / batch.num_tasks, {"query_loss": total / batch.num_tasks, "accuracy": correct / batch.num_tasks}
 
     def adapt_tasks(self, support_x, support_y, steps=None) -> SupportMemory:
