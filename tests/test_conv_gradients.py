@@ -20,27 +20,28 @@ def image_batch(tasks=2, ways=3, shots=1, queries=2, seed=0):
     return TaskBatch(sx, sy, qx, qy)
 
 
-def conv_maml(strategy, steps, first_order=False):
+def conv_maml(strategy, steps, first_order=False, downsample="pool"):
     torch.manual_seed(0)
-    return MAML(Conv4(1, 4, out_features=3).double(), loss="cross_entropy", inner_lr=0.4,
+    return MAML(Conv4(1, 4, out_features=3, downsample=downsample).double(), loss="cross_entropy", inner_lr=0.4,
                 inner_steps=steps, first_order=first_order, task_parallel=strategy)
 
 
+@pytest.mark.parametrize("downsample", ["pool", "stride"])
 @pytest.mark.parametrize("strategy", ["loop", "auto"])
 @pytest.mark.parametrize("steps", [1, 2])
-def test_conv4_batchnorm_second_order_matches_autograd_loop(strategy, steps):
+def test_conv4_batchnorm_second_order_matches_autograd_loop(strategy, steps, downsample):
     batch = image_batch()
-    maml = conv_maml(strategy, steps)
+    maml = conv_maml(strategy, steps, downsample=downsample)
     ours = grads_of(maml.meta_loss(batch)[0], maml)
     ref = reference_meta_loss_fn(maml.model, batch, 0.4, steps, False, nn.functional.cross_entropy)
     for a, b in zip(ours, grads_of(ref, maml)):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("strategy", ["loop", "auto"])
-def test_conv4_batchnorm_second_order_matches_finite_differences(strategy):
+@pytest.mark.parametrize("strategy,downsample", [("loop", "pool"), ("auto", "pool"), ("loop", "stride")])
+def test_conv4_batchnorm_second_order_matches_finite_differences(strategy, downsample):
     batch = image_batch()
-    maml = conv_maml(strategy, 1)
+    maml = conv_maml(strategy, 1, downsample=downsample)
     loss = maml.meta_loss(batch)[0]
     grads = dict(zip([n for n, _ in maml.named_parameters()], grads_of(loss, maml)))
     generator = torch.Generator().manual_seed(1)
@@ -91,3 +92,20 @@ def test_batched_prediction_loops_over_tasks_for_convolutions_and_equals_vmap():
     looped = adapted.predict(qx, step=1)
     adapted.loop = False
     torch.testing.assert_close(looped, adapted.predict(qx, step=1), rtol=1e-5, atol=1e-6)
+
+
+def test_strided_conv4_is_the_maml_code_network():
+    """Stride-2 convolutions take 28×28 to 14, 7, 4 and 2 pixels; the last map is averaged over space."""
+    net = Conv4(1, 8, out_features=5, downsample="stride")
+    assert net.embedding_dim == 8
+    x = torch.randn(3, 1, 28, 28)
+    sizes = []
+    h = x
+    for block in list(net)[:4]:
+        h = block(h)
+        sizes.append(h.shape[-1])
+    assert sizes == [14, 7, 4, 2]
+    torch.testing.assert_close(net(x), net[-1](h.mean(dim=(-2, -1))))
+    assert not any(isinstance(m, nn.MaxPool2d) for m in net.modules())
+    with pytest.raises(ValueError, match="downsample must be one of"):
+        Conv4(1, 8, downsample="avg")

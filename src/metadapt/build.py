@@ -56,7 +56,8 @@ def build_model(config: Config, head: bool = True) -> nn.Module:
         outputs = config.task.ways
         if config.algorithm.name == "pretrain":  # a classifier over every training class
             outputs = len(build_tasks(config).names)
-        return Conv4(1, config.model.filters, out_features=outputs if head else None)
+        return Conv4(1, config.model.filters, out_features=outputs if head else None,
+                     downsample=config.model.downsample)
     return MLP(1, config.model.hidden, 1)
 
 

@@ -37,6 +37,7 @@ class ModelConfig:
     name: str = "mlp"             # mlp | conv4
     hidden: list[int] = field(default_factory=lambda: [40, 40])
     filters: int = 64             # conv4
+    downsample: str = "pool"      # conv4: pool (2×2 max-pool per block) | stride (stride-2 convolutions, the MAML code's Omniglot net)
 
 
 @dataclass
@@ -106,6 +107,7 @@ CHOICES = {
     "task.preset": ("maml", "founding"),
     "task.split": ("vinyals", "background"),
     "model.name": ("mlp", "conv4"),
+    "model.downsample": ("pool", "stride"),
     "algorithm.name": ALGORITHM_NAMES,
     "algorithm.adapt_only": (None, "head"),
     "algorithm.task_parallel": ("auto", "vmap", "loop"),
