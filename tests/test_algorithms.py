@@ -101,3 +101,21 @@ def test_invalid_algorithm_options_are_refused():
         MAML(MLP(), task_parallel="threads")
     with pytest.raises(ValueError, match="matches no parameter"):
         MAML(MLP(), adapt_only=["nope"])
+
+
+def test_mlp_init_std_is_the_maml_code_initialization():
+    """``init_std``: weights from a normal truncated at ±2σ, zero biases; the seeded build repeats it."""
+    from metadapt.build import build_algorithm
+    from metadapt.config import config_from_file
+
+    torch.manual_seed(0)
+    net = MLP(1, [400, 400], 1, init_std=0.01)
+    weights = torch.cat([layer.weight.flatten() for layer in net if isinstance(layer, torch.nn.Linear)])
+    assert weights.abs().max() <= 0.02
+    assert 0.008 < weights.std() < 0.0095  # a normal truncated at 2σ has std 0.88σ
+    assert all(layer.bias.abs().sum() == 0 for layer in net if isinstance(layer, torch.nn.Linear))
+    config = config_from_file("configs/sinusoid/maml.yaml", ["model.init_std=0.01"])
+    first, second = build_algorithm(config), build_algorithm(config)
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+    assert max(p.abs().max() for p in first.parameters()) <= 0.02

@@ -58,7 +58,7 @@ def build_model(config: Config, head: bool = True) -> nn.Module:
             outputs = len(build_tasks(config).names)
         return Conv4(1, config.model.filters, out_features=outputs if head else None,
                      downsample=config.model.downsample)
-    return MLP(1, config.model.hidden, 1)
+    return MLP(1, config.model.hidden, 1, init_std=config.model.init_std)
 
 
 def _seeded(fn, seed: int):

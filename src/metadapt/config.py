@@ -36,6 +36,7 @@ class TaskConfig:
 class ModelConfig:
     name: str = "mlp"             # mlp | conv4
     hidden: list[int] = field(default_factory=lambda: [40, 40])
+    init_std: float | None = None  # mlp: null keeps torch's init; 0.01 is the MAML code's (truncated normal, zero bias)
     filters: int = 64             # conv4
     downsample: str = "pool"      # conv4: pool (2×2 max-pool per block) | stride (stride-2 convolutions, the MAML code's Omniglot net)
 
@@ -114,7 +115,7 @@ CHOICES = {
     "train.optimizer": ("adam", "sgd"),
     "train.on_nonfinite": ("stop", "skip"),
 }
-POSITIVE = {"algorithm.cosine_scale", "task.shots", "task.queries", "task.ways", "model.filters", "algorithm.fce_steps", "algorithm.inner_lr", "train.iterations", "train.meta_batch_size",
+POSITIVE = {"algorithm.cosine_scale", "model.init_std", "task.shots", "task.queries", "task.ways", "model.filters", "algorithm.fce_steps", "algorithm.inner_lr", "train.iterations", "train.meta_batch_size",
             "train.meta_lr", "train.log_every", "train.val_every", "train.val_tasks", "train.checkpoint_every",
             "eval.tasks", "eval.queries"}
 NON_NEGATIVE = {"train.time_limit_s", "train.grad_shards", "algorithm.inner_steps", "eval.steps", "train.threads", "train.seed", "eval.seed"}
