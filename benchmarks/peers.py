@@ -5,8 +5,10 @@ PyTorch loop and a JAX ``jit``+``vmap`` reference, on identical settings, in one
     .venv-bench/bin/python benchmarks/peers.py           # ~20 min on 2 CPU cores
     .venv-bench/bin/python benchmarks/peers.py --device cuda    # fills the GPU table
 
-Every (case, contender) pair runs in a fresh subprocess, so imports, compile caches and the
-allocator of one cannot help or hurt another. A "meta-iteration" is the whole training step:
+Every (case, contender) pair runs in its own subprocess, so imports, compile caches and the
+allocator of one cannot help or hurt another; the repeats of a case alternate between its
+contenders' processes (one computes while the others wait), so a slower minute of a shared
+machine falls on every contender alike instead of on whichever ran then. A "meta-iteration" is the whole training step:
 the meta-gradient over the meta-batch and one Adam update of the meta-parameters. Each repeat
 times ``n`` consecutive meta-iterations on pre-built batches; after the warm-up repeats (which
 include any compile time, reported separately), the median repeat gives the speed and the
@@ -24,9 +26,11 @@ import gc
 import json
 import os
 import platform
+import selectors
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -328,11 +332,11 @@ def rss_bytes() -> int:
 
 
 class PeakSampler:
-    """Highest resident set size seen while active, sampled every millisecond."""
+    """Highest resident set size seen while active, sampled every millisecond; it can be
+    resumed, so that only the timed blocks are watched."""
 
     def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak, self._stop, self._thread = 0, threading.Event(), None
 
     def _run(self):
         while not self._stop.is_set():
@@ -340,7 +344,9 @@ class PeakSampler:
             time.sleep(0.001)
 
     def __enter__(self):
-        self.peak = rss_bytes()
+        self.peak = max(self.peak, rss_bytes())
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
 
@@ -350,12 +356,17 @@ class PeakSampler:
         self.peak = max(self.peak, rss_bytes())
 
 
-def measure_one(case: str, contender: str, device: str, repeats: int) -> dict:
+def serve(case: str, contender: str, device: str) -> None:
+    """A worker for one (case, contender): builds and warms up its step, then times one block
+    per ``run`` line read from stdin (printing the seconds per iteration) and prints its summary
+    on ``done``. The driver alternates between the workers of a case, so that every contender's
+    repeats are spread over the same stretch of time and a busier minute of the machine lands on
+    all of them alike."""
     import torch
 
+    protocol, sys.stdout = sys.stdout, sys.stderr  # whatever a library prints stays off the protocol
     if os.environ.get("BENCH_THREADS"):
         torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
-
     kind, first_order, steps = CASES[case]
     batches = make_batches(kind, device)
     step, _ = build_step(contender, kind, first_order, steps, device)
@@ -376,25 +387,29 @@ def measure_one(case: str, contender: str, device: str, repeats: int) -> dict:
             counter += 1
             step(batches[counter % len(batches)])
     sync()
-    times = []
-    with PeakSampler() as sampler:
-        for _ in range(repeats):
+    print("ready", file=protocol, flush=True)
+    times, sampler = [], PeakSampler()
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        with sampler:
             start = time.perf_counter()
             for _ in range(block):
                 counter += 1
                 step(batches[counter % len(batches)])
             sync()
             times.append((time.perf_counter() - start) / block)
+        print(json.dumps(times[-1]), file=protocol, flush=True)
     result = {
         "case": case, "contender": contender, "device": device,
         "seconds_per_iteration": statistics.median(times), "min": min(times), "max": max(times),
-        "repeats": repeats, "iterations_per_repeat": block, "first_call_s": first_call,
+        "repeats": len(times), "iterations_per_repeat": block, "first_call_s": first_call,
         "peak_memory_mb": (sampler.peak - base) / 2**20,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "interleaved": True,
     }
     if device.startswith("cuda"):
         result["peak_memory_mb"] = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
-    return result
+    print(json.dumps(result), file=protocol, flush=True)
 
 
 def measure_growth(device: str) -> list[dict]:
@@ -488,16 +503,58 @@ def agreement(cases, contenders, device, timeout) -> dict:
     return out
 
 
-def run_pair(case: str, contender: str, device: str, repeats: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--one", case, contender, "--device", device, "--repeats", str(repeats)]
+def run_case(case: str, contenders: list[str], device: str, repeats: int, timeout: float) -> list[dict]:
+    """Every contender of ``case`` in its own process; repeats alternate between them (one
+    process computes at a time, the others wait on their stdin)."""
+    workers, rows = {}, {}
+    for name in contenders:  # started and warmed up one after another
+        cmd = [sys.executable, __file__, "--serve", case, name, "--device", device]
+        log = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+        proc.log = log
+        if _read_line(proc, timeout) == "ready":
+            workers[name] = proc
+        else:
+            rows[name] = {"case": case, "contender": name, "error": _failure(proc)}
+    for _ in range(repeats):
+        for name, proc in list(workers.items()):
+            if _ask(proc, "run", timeout) is None:
+                rows[name] = {"case": case, "contender": name, "error": _failure(proc)}
+                del workers[name]
+    for name, proc in workers.items():
+        line = _ask(proc, "done", timeout)
+        rows[name] = json.loads(line) if line else {"case": case, "contender": name, "error": _failure(proc)}
+        proc.wait(timeout=60)
+    return [rows[name] for name in contenders]
+
+
+def _ask(proc, command: str, timeout: float) -> str | None:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"case": case, "contender": contender, "error": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"case": case, "contender": contender, "error": last[:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        proc.stdin.write(command + "\n")
+        proc.stdin.flush()
+    except BrokenPipeError:
+        return None
+    return _read_line(proc, timeout)
+
+
+def _read_line(proc, timeout: float) -> str | None:
+    """The worker's next stdout line, or None if it died or stayed silent for ``timeout`` s."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            proc.kill()
+            return None
+    return proc.stdout.readline().strip() or None
+
+
+def _failure(proc) -> str:
+    """The last line the worker wrote to stderr (its error), after making sure it has stopped."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    proc.log.seek(0)
+    last = (proc.log.read().strip().splitlines() or ["no answer within the timeout"])[-1]
+    return last[:200]
 
 
 def main() -> None:
@@ -510,7 +567,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--threads", type=int, default=0,
                         help="intra-op threads for every contender (torch; XLA single-threaded when 1); 0: defaults")
-    parser.add_argument("--one", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--one-check", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md and the chart from the JSON files")
     args = parser.parse_args()
@@ -521,8 +578,8 @@ def main() -> None:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
         if args.threads == 1:
             os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    if args.one:
-        print(json.dumps(measure_one(*args.one, args.device, args.repeats)))
+    if args.serve:
+        serve(*args.serve, args.device)
         return
     if args.one_check:
         print(json.dumps(check_one(*args.one_check, args.device)))
@@ -530,12 +587,12 @@ def main() -> None:
     if not args.report_only:
         from tqdm import tqdm
 
-        pairs = [(c, name) for c in args.cases for name in CONTENDERS[CASES[c][0]]
-                 if args.contenders is None or name in args.contenders]
         rows = []
-        for case, contender in tqdm(pairs, desc="benchmark", unit="pair"):
-            rows.append(run_pair(case, contender, args.device, args.repeats, args.timeout))
-            tqdm.write(json.dumps(rows[-1]))
+        for case in tqdm(args.cases, desc="benchmark", unit="case"):
+            names = [n for n in CONTENDERS[CASES[case][0]] if args.contenders is None or n in args.contenders]
+            rows += run_case(case, names, args.device, args.repeats, args.timeout)
+            for row in rows[-len(names):]:
+                tqdm.write(json.dumps(row))
         checks = agreement(args.cases, args.contenders, args.device, args.timeout)
         if args.threads:
             import torch
