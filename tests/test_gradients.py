@@ -163,3 +163,13 @@ def test_meta_backward_equals_backward_of_meta_loss(strategy, first_order, sine_
     value, metrics = algo.meta_backward(sine_batch64, scale=0.5)
     assert value == pytest.approx(loss.item(), rel=1e-12) and metrics["query_loss"] == pytest.approx(value)
     assert_all_close([p.grad for p in algo.parameters()], expected, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_meta_loss_under_no_grad_is_the_same_number_without_a_graph(strategy, sine_batch64):
+    maml = make(tanh_net, inner_lr=0.1, inner_steps=2, task_parallel=strategy)
+    expected = maml.meta_loss(sine_batch64)[0]
+    with torch.no_grad():
+        loss = maml.meta_loss(sine_batch64)[0]
+    assert loss.grad_fn is None
+    torch.testing.assert_close(loss, expected.detach(), rtol=0, atol=0)

@@ -10,8 +10,10 @@ through ``torch.func.functional_call``, so the user's module is never mutated.
 
 Two task-parallel strategies compute the same numbers (a test checks it):
 
-* ``"vmap"`` — one vectorised computation over the task axis (``torch.func.vmap`` of
-  ``torch.func.grad``); fastest for small models.
+* ``"vmap"`` — one vectorised computation over the task axis; fastest for small models. In
+  eager mode the forward passes are vmapped over per-task copies of the parameters and each
+  inner gradient is one ``torch.autograd.grad`` for all tasks; under ``torch.compile`` and other
+  ``torch.func`` transforms it is ``vmap`` of ``torch.func.grad``.
 * ``"loop"`` — a Python loop over tasks with ``torch.autograd.grad``; faster for convolutional
   networks on CPU, where vmap turns per-task weights into grouped convolutions.
 
@@ -164,7 +166,11 @@ class GradientLearner(Algorithm):
         """Query loss of each task after adaptation, shape ``[T]``, differentiable w.r.t. ``params``."""
         args = (params, batch.support_x, batch.support_y, batch.query_x, batch.query_y, steps, first_order)
         if not self.compile:
-            return self._task_losses(*args)
+            fn = self._batched_task_losses if self.strategy == "vmap" else self._task_losses
+            if torch.is_grad_enabled():
+                return fn(*args)
+            with torch.enable_grad():  # the inner steps are gradients even when the caller wants none
+                return fn(*args).detach()
         if self._compiled_losses is None:
             self._compiled_losses = torch.compile(self._task_losses, dynamic=False)
         return self._compiled_losses(*args)
@@ -184,6 +190,25 @@ class GradientLearner(Algorithm):
                 p = self._step_autograd(p, lrs, support_x[i], support_y[i], first_order, create_graph=True)
             losses.append(self.loss(p, query_x[i], query_y[i]))
         return torch.stack(losses)
+
+    def _batched_task_losses(self, params: Params, support_x, support_y, query_x, query_y, steps: int,
+                             first_order: bool) -> torch.Tensor:
+        """The eager ``vmap`` strategy: the same numbers as ``_task_losses``, faster. Only the
+        forward passes are vmapped, over a copy of the parameters with a task axis; each inner
+        gradient is one ``torch.autograd.grad`` of the summed task losses, which gives every task
+        its own gradient because no task's loss depends on another task's copy."""
+        lrs = self.step_sizes()
+        tasks = support_x.shape[0]
+        losses = vmap(self.loss)
+        fast = {n: p.expand(tasks, *p.shape) for n, p in params.items()}
+        for _ in range(steps):
+            moving = [fast[n] for n in self.adapted_names]
+            grads = torch.autograd.grad(losses(fast, support_x, support_y).sum(), moving,
+                                        create_graph=not first_order)
+            fast = dict(fast)
+            for n, g in zip(self.adapted_names, grads):
+                fast[n] = fast[n] - lrs[n] * g
+        return losses(fast, query_x, query_y)
 
     def forward(self, support_x, support_y, query_x, query_y) -> torch.Tensor:
         """The mean query loss after ``inner_steps`` of adaptation (what ``torch.func`` transforms
