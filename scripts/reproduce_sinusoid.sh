@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/sinusoid}
 shift || true
-for algo in maml pretrain metasgd fomaml anil reptile; do
+for algo in maml maml-code pretrain metasgd fomaml anil reptile; do
   metadapt train "configs/sinusoid/$algo.yaml" --run-dir "$out/$algo" --overwrite --no-progress "$@"
 done
-metadapt eval "$out/maml" --no-progress --compare "$out/pretrain" "$out/metasgd" "$out/fomaml" "$out/anil" "$out/reptile"
+metadapt eval "$out/maml" --no-progress --compare "$out/maml-code" "$out/pretrain" "$out/metasgd" "$out/fomaml" "$out/anil" "$out/reptile"
 echo "table and figures: $out/maml/report.md"
