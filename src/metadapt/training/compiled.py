@@ -53,7 +53,10 @@ class CompiledMetaStep:
             raise ValueError("the optimizer must hold exactly the algorithm's parameters")
         self.algorithm, self.optimizer, self.names = algorithm, optimizer, list(named)
         self._live = list(named.values())
-        self._compiled = torch.compile(self._step, dynamic=False)
+        # On CPU, Inductor's C++ wrapper calls the step's kernels from C++ instead of Python:
+        # about 12% faster per step here and no slower to compile (benchmarks/RESULTS.md).
+        cpu = self._live[0].device.type == "cpu"
+        self._compiled = torch.compile(self._step, dynamic=False, options={"cpp_wrapper": True} if cpu else None)
 
     def _state(self, p: torch.Tensor) -> dict:
         state = self.optimizer.state[p]
