@@ -6,6 +6,7 @@ printed as one line, exit status 2, no traceback unless ``--debug``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -99,6 +100,10 @@ def cmd_adapt(args) -> int:
     return 0
 
 
+def _mse(value: float) -> str:
+    return f"{value:.3f}" if math.isfinite(value) else "diverged"
+
+
 def cmd_demo(args) -> int:
     from metadapt.evaluation import evaluate_run
     from metadapt.evaluation.report import comparison_table, speed_table
@@ -127,9 +132,9 @@ def cmd_demo(args) -> int:
         m, p = five["methods"]["maml"]["mean"], five["methods"]["pretrain"]["mean"]
         steps = [k for k in (1, 5, 10) if k < len(m)]
         print("\n5-shot query MSE after 1 / 5 / 10 steps:")
-        print("  MAML      ours " + " / ".join(f"{m[k]:.3f}" for k in steps)
+        print("  MAML      ours " + " / ".join(_mse(m[k]) for k in steps)
               + "   paper " + " / ".join(f"{PAPER_MAML_5SHOT[k]:.2f}" for k in steps))
-        print("  pretrain  ours " + " / ".join(f"{p[k]:.3f}" for k in steps)
+        print("  pretrain  ours " + " / ".join(_mse(p[k]) for k in steps)
               + "   paper " + " / ".join(f"{PAPER_PRETRAIN_5SHOT[k]:.2f}" for k in steps))
     s = summaries["maml"]
     print(f"\nMAML meta-training: {s['steps']} meta-iterations in {s['seconds']:.1f} s = "
