@@ -63,7 +63,8 @@ def write_report(run_dir: Path, config: dict, training: dict | None, results: di
     else:
         task_line = (f"- Tasks: Omniglot ({t['split']} split, trained on `{t['train_subset']}`, tested on `{t['test_subset']}`), "
                      f"{t['ways']}-way {t['shots']}-shot episodes with {t['queries']} queries per class in training.")
-        model_line = f"- Model: Conv-4 with {m['filters']} filters, BatchNorm on batch statistics."
+        down = "stride-2 convolutions" if m.get("downsample") == "stride" else "max-pooling"
+        model_line = f"- Model: Conv-4 with {m['filters']} filters ({down}), BatchNorm on batch statistics."
     lines = [
         f"# {config['name']}: {a['name']} on {t['family']}",
         "",
@@ -83,8 +84,8 @@ def write_report(run_dir: Path, config: dict, training: dict | None, results: di
         "",
         f"## Query {score} after adaptation (mean ± 95% CI over test tasks)",
         "",
-        f"Gradient-based methods are adapted with plain gradient steps (inner lr {a['inner_lr']}) on the same "
-        "test tasks; `scratch` starts each task from a fresh random initialization; metric-based methods take no steps.",
+        f"Gradient-based methods are adapted with plain gradient steps of their own recipe's inner lr "
+        f"({a['name']}: {a['inner_lr']}) on the same test tasks; `scratch` starts each task from a fresh random initialization; metric-based methods take no steps.",
         "",
         comparison_table(results),
         "## Learning speed",
