@@ -205,7 +205,6 @@ class GradientLearner(Algorithm):
             moving = [fast[n] for n in self.adapted_names]
             grads = torch.autograd.grad(losses(fast, support_x, support_y).sum(), moving,
                                         create_graph=not first_order)
-            fast = dict(fast)
             for n, g in zip(self.adapted_names, grads):
                 fast[n] = fast[n] - lrs[n] * g
         return losses(fast, query_x, query_y)
