@@ -13,7 +13,8 @@ the meta-gradient over the meta-batch and one Adam update of the meta-parameters
 times ``n`` consecutive meta-iterations on pre-built batches; after the warm-up repeats (which
 include any compile time, reported separately), the median repeat gives the speed and the
 fastest and slowest repeats its range. Peak memory is the highest resident set size sampled
-every millisecond during the timed repeats, minus the resident size before the first step (on
+every millisecond during one more, untimed repeat (the sampling thread would slow the timed ones
+on a single core), minus the resident size before the first step (on
 CUDA: ``torch.cuda.max_memory_allocated``). ``--growth`` also measures the resident size after
 100 and after 1,000 meta-iterations. Results go to ``benchmarks/results-<device>.json``;
 ``benchmarks/RESULTS.md`` and ``benchmarks/speed.png`` are rebuilt from every results file.
@@ -121,7 +122,10 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
     if kind == "proto":
         if contender == "metadapt":
             from metadapt.algorithms.protonet import ProtoNet
+            from metadapt.allocator import keep_freed_memory
             from metadapt.tasks import TaskBatch
+
+            keep_freed_memory()
 
             algorithm = ProtoNet(model)
             opt = Adam(algorithm.parameters(), 1e-3)
@@ -146,7 +150,10 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
 
     if contender.startswith("metadapt"):
         from metadapt.algorithms import MAML
+        from metadapt.allocator import keep_freed_memory
         from metadapt.tasks import TaskBatch
+
+        keep_freed_memory()  # as `metadapt train` does (train.keep_freed_memory, on by default)
 
         algorithm = MAML(model, loss="mse" if kind == "sine" else "cross_entropy", inner_lr=lr, inner_steps=steps,
                          first_order=first_order)
@@ -388,18 +395,23 @@ def serve(case: str, contender: str, device: str) -> None:
             step(batches[counter % len(batches)])
     sync()
     print("ready", file=protocol, flush=True)
-    times, sampler = [], PeakSampler()
+    times = []
     for line in sys.stdin:
         if line.strip() != "run":
             break
-        with sampler:
-            start = time.perf_counter()
-            for _ in range(block):
-                counter += 1
-                step(batches[counter % len(batches)])
-            sync()
-            times.append((time.perf_counter() - start) / block)
+        start = time.perf_counter()
+        for _ in range(block):
+            counter += 1
+            step(batches[counter % len(batches)])
+        sync()
+        times.append((time.perf_counter() - start) / block)
         print(json.dumps(times[-1]), file=protocol, flush=True)
+    # memory is sampled on one more, untimed block: a sampling thread would take time from the step
+    with PeakSampler() as sampler:
+        for _ in range(block):
+            counter += 1
+            step(batches[counter % len(batches)])
+        sync()
     result = {
         "case": case, "contender": contender, "device": device,
         "seconds_per_iteration": statistics.median(times), "min": min(times), "max": max(times),

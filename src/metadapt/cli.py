@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from metadapt.allocator import keep_freed_memory
 from metadapt.config import apply_overrides, build_config, config_from_file
 from metadapt.errors import UserError
 from metadapt.training.trainer import Interrupted
@@ -62,6 +63,8 @@ def cmd_eval(args) -> int:
     from metadapt.training import load
 
     run = load(args.run)
+    if run.config.train.keep_freed_memory:
+        keep_freed_memory()
     compare = [load(path) for path in args.compare]
     results = evaluate_run(run, compare, tasks=args.tasks, steps=args.steps, progress=not args.no_progress,
                            scratch=not args.no_scratch)

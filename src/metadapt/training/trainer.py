@@ -23,6 +23,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from metadapt.algorithms import Algorithm
+from metadapt.allocator import keep_freed_memory
 from metadapt.build import build_algorithm, build_tasks
 from metadapt.config import Config
 from metadapt.errors import UserError
@@ -155,6 +156,8 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
     distributed.barrier(context)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    if config.train.keep_freed_memory:
+        keep_freed_memory()
     device = distributed.process_device(config.train.device, context)
     config.train.device = str(device)
 
