@@ -104,6 +104,9 @@ class GradientLearner(Algorithm):
         self.strategy = resolve_strategy(task_parallel, model, first_order)
         self.compile = bool(compile)
         self._compiled_losses = None
+        # functional_call resolves tied weights on every call (a walk over the module); skip it when there are none
+        self._tied = any(len(list(named(remove_duplicate=False))) != len(list(named()))
+                         for named in (model.named_parameters, model.named_buffers))
         names = [n for n, _ in model.named_parameters()]
         if adapt_only is None:
             self.adapted_names = names
@@ -135,7 +138,7 @@ class GradientLearner(Algorithm):
         return dict(zip(self.adapted_names, self.inner_lrs))
 
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(functional_call(self.model, (params, self.buffers_dict()), (x,)), y)
+        return self.loss_fn(functional_call(self.model, (params, self.buffers_dict()), (x,), tie_weights=self._tied), y)
 
     def _step_functional(self, params: Params, lrs, x, y, first_order: bool) -> Params:
         """One inner step with ``torch.func.grad`` (usable under ``vmap``)."""
