@@ -51,7 +51,9 @@ CASES = {
 }
 CONTENDERS = {
     "sine": ["metadapt", "metadapt-compiled", "learn2learn", "higher", "torchopt", "plain-loop", "jax"],
-    "conv": ["metadapt", "learn2learn", "higher", "torchopt", "plain-loop"],
+    # learn2learn-keepmem: learn2learn in a process with metadapt's allocator settings (metadapt/allocator.py),
+    # to show how much of the Conv-4 difference those settings make
+    "conv": ["metadapt", "learn2learn", "learn2learn-keepmem", "higher", "torchopt", "plain-loop"],
     "proto": ["metadapt", "plain-loop"],
 }
 # meta-iterations per timed repeat, and warm-up repeats (the compiled path compiles in warm-up)
@@ -128,7 +130,7 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
             keep_freed_memory()
 
             algorithm = ProtoNet(model)
-            opt = Adam(algorithm.parameters(), 1e-3)
+            opt = torch.optim.Adam(algorithm.parameters(), 1e-3, fused=True)  # as the trainer builds it
 
             def step(batch):
                 opt.zero_grad()
@@ -157,7 +159,9 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
 
         algorithm = MAML(model, loss="mse" if kind == "sine" else "cross_entropy", inner_lr=lr, inner_steps=steps,
                          first_order=first_order)
-        opt = Adam(algorithm.parameters(), 1e-3)
+        # the trainer's optimizer (training/trainer.py build_optimizer): Adam's fused kernel
+        opt = torch.optim.SGD(algorithm.parameters(), lr=1.0) if plain_sgd else \
+            torch.optim.Adam(algorithm.parameters(), 1e-3, fused=True)
         if contender == "metadapt-compiled":  # train.compile=true: gradient and update in one compiled graph
             from metadapt.training.compiled import CompiledMetaStep
 
@@ -171,6 +175,11 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
         return step
 
     opt = Adam(model.parameters(), 1e-3)
+    if contender == "learn2learn-keepmem":
+        from metadapt.allocator import keep_freed_memory
+
+        keep_freed_memory()
+        contender = "learn2learn"
     if contender == "learn2learn":
         import learn2learn as l2l
 
@@ -429,8 +438,10 @@ def measure_growth(device: str) -> list[dict]:
     import torch
 
     from metadapt.algorithms import MAML
+    from metadapt.allocator import keep_freed_memory
     from metadapt.tasks import TaskBatch
 
+    keep_freed_memory()  # as the trainer runs
     rows = []
     jobs = [
         ("sinusoid MAML, second order, 1 step (training)", "sine", False, 1, "train"),

@@ -76,7 +76,8 @@ def _chart(records: list[dict], path: Path) -> None:
     record = records[0]
     rows = [r for r in record["rows"] if "error" not in r]
     cases = [c for c in CASE_TITLES if c != "proto" and any(r["case"] == c for r in rows)]
-    contenders = [c for c in ["metadapt-compiled", "metadapt", "jax", "plain-loop", "torchopt", "higher", "learn2learn"]
+    order = ["metadapt-compiled", "metadapt", "jax", "plain-loop", "torchopt", "higher", "learn2learn-keepmem", "learn2learn"]
+    contenders = [c for c in order
                   if any(r["contender"] == c for r in rows)]
     fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / max(len(contenders), 1)
