@@ -130,7 +130,8 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
             keep_freed_memory()
 
             algorithm = ProtoNet(model)
-            opt = torch.optim.Adam(algorithm.parameters(), 1e-3, fused=True)  # as the trainer builds it
+            opt = Adam(algorithm.parameters(), 1e-3) if plain_sgd else \
+                torch.optim.Adam(algorithm.parameters(), 1e-3, fused=True)  # as the trainer builds it
 
             def step(batch):
                 opt.zero_grad()
