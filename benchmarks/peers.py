@@ -10,7 +10,9 @@ allocator of one cannot help or hurt another; the repeats of a case alternate be
 contenders' processes (one computes while the others wait), so a slower minute of a shared
 machine falls on every contender alike instead of on whichever ran then. A "meta-iteration" is the whole training step:
 the meta-gradient over the meta-batch and one Adam update of the meta-parameters. Each repeat
-times ``n`` consecutive meta-iterations on pre-built batches; after the warm-up repeats (which
+times ``n`` consecutive meta-iterations on pre-built batches, ``n`` chosen after warm-up so that a
+repeat lasts at least a second (thousands of iterations for the compiled and JAX contenders, one
+for Conv-4); after the warm-up repeats (which
 include any compile time, reported separately), the median repeat gives the speed and the
 fastest and slowest repeats its range. Peak memory is the highest resident set size sampled
 every millisecond during one more, untimed repeat (the sampling thread would slow the timed ones
@@ -25,6 +27,7 @@ import argparse
 import datetime
 import gc
 import json
+import math
 import os
 import platform
 import selectors
@@ -58,6 +61,7 @@ CONTENDERS = {
 }
 # meta-iterations per timed repeat, and warm-up repeats (the compiled path compiles in warm-up)
 BLOCK = {"sine": (20, 3), "conv": (1, 1), "proto": (10, 1)}
+REPEAT_S = 1.0  # at least this many seconds per timed repeat (more meta-iterations for the fast contenders)
 
 
 # ----- the data: identical tensors for every contender ---------------------------------------
@@ -400,10 +404,15 @@ def serve(case: str, contender: str, device: str) -> None:
     sync()
     first_call = time.perf_counter() - first_call
     for _ in range(warmup):
+        start = time.perf_counter()
         for _ in range(block):
             counter += 1
             step(batches[counter % len(batches)])
-    sync()
+        sync()
+        seconds = (time.perf_counter() - start) / block
+    # a timed repeat lasts at least REPEAT_S: a 10 ms repeat of a fast contender is at the mercy of
+    # one scheduler hiccup, and the median of a few such repeats is not a throughput
+    block = max(block, math.ceil(REPEAT_S / seconds))
     print("ready", file=protocol, flush=True)
     times = []
     for line in sys.stdin:
