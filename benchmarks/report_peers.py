@@ -110,9 +110,11 @@ def write_report(folder: Path) -> Path:
              "Sinusoid: MLP 1-40-40-1, meta-batch 25, 10 support + 10 query points, inner lr 0.01. Conv-4: 64",
              "filters, BatchNorm on batch statistics, meta-batch 32, 5 support + 75 query images of 1×28×28,",
              "inner lr 0.4. ProtoNet: Conv-4 embedding, 5-way 1-shot, 15 queries per class, one episode per step.",
-             "Median of the timed repeats after warm-up, the repeats of a case alternating between its contenders'",
-             "processes; min–max is the slowest and fastest repeat;",
-             "\"first call\" includes any compile time.", ""]
+             "Median of the timed repeats after warm-up (each repeat at least a second of consecutive meta-iterations),",
+             "the repeats of a case alternating between its contenders' processes; min–max is the slowest and fastest",
+             "repeat; peak memory is sampled on one more, untimed repeat; \"first call\" includes any compile time",
+             "(short when Inductor's cache is warm from an earlier run). metadapt runs as its trainer does (fused Adam,",
+             "`train.keep_freed_memory`); learn2learn-keepmem is learn2learn in a process with those allocator settings.", ""]
     for record in records:
         title = "CPU" if record["device"] == "cpu" else f"GPU ({record['machine']})"
         versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
