@@ -14,8 +14,8 @@ two ``mallopt`` settings:
 
 Peak memory is unchanged; the resident size simply stays at the peak between steps, as a caching
 allocator's does. The settings are process-wide, so only the entry points that own the process
-(``metadapt train | eval | demo | adapt`` and :func:`metadapt.training.train`) apply them, and
-``train.keep_freed_memory=false`` leaves the C library's defaults alone. On C libraries other
+apply them: the trainer (:func:`metadapt.training.train`, hence ``metadapt train`` and ``demo``) and
+``metadapt eval``; ``train.keep_freed_memory=false`` leaves the C library's defaults alone. On C libraries other
 than glibc nothing is changed.
 """
 from __future__ import annotations
