@@ -5,8 +5,8 @@ mmap threshold (128 KiB at start, raised dynamically up to 32 MiB) with a fresh 
 returns it with ``munmap`` when the tensor dies, and trims freed memory at the top of its heap
 above 128 KiB. A meta-training step allocates and frees the same activations every iteration, so
 every step faults its pages in again and the kernel zeroes each one: measured on the Conv-4 MAML
-step here (32 tasks, 5 + 75 images), 625,000 minor page faults and about a fifth of the step's
-time. CUDA has PyTorch's caching allocator for exactly this; on CPU the same effect comes from
+step here (32 tasks, 5 + 75 images), 29,000 to 359,000 minor page faults per step, depending on
+how far glibc has raised its thresholds, and 3-21% of the step's time (``benchmarks/allocator.py``). CUDA has PyTorch's caching allocator for exactly this; on CPU the same effect comes from
 two ``mallopt`` settings:
 
 * ``M_MMAP_THRESHOLD`` = 32 MiB (glibc's largest): blocks below it come from the heap, reused;

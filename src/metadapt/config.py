@@ -75,7 +75,7 @@ class TrainConfig:
     grad_shards: int = 0          # meta-gradient slices summed in order (0: one per process); results are
                                   # bit-identical for any number of processes dividing it
     keep_freed_memory: bool = True  # CPU (glibc): reuse freed tensor memory instead of page-faulting it in
-                                    # again every step (metadapt/allocator.py; about 20% of a Conv-4 step)
+                                    # again every step (metadapt/allocator.py; 3-21% of a Conv-4 step)
 
 
 @dataclass
