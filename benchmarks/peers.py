@@ -353,8 +353,8 @@ def rss_bytes() -> int:
 
 
 class PeakSampler:
-    """Highest resident set size seen while active, sampled every millisecond; it can be
-    resumed, so that only the timed blocks are watched."""
+    """Highest resident set size seen while active, sampled every millisecond (used on an
+    untimed block only: the sampling thread would share the core with a timed one)."""
 
     def __init__(self):
         self.peak, self._stop, self._thread = 0, threading.Event(), None
