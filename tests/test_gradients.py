@@ -92,7 +92,7 @@ def test_first_order_equals_loop_with_detached_inner_gradients(strategy, steps, 
     assert diff > 1e-4
 
 
-@pytest.mark.parametrize("variant", [{}, {"first_order": True}, {"learn_inner_lr": True}, {"adapt_only": "head"}])
+@pytest.mark.parametrize("variant", [{}, {"first_order": True}, {"update_rule": "metasgd"}, {"adapt_only": "head"}])
 def test_vectorised_meta_batch_equals_per_task_loop(variant, sine_batch64):
     results = []
     for strategy in ("vmap", "loop"):
@@ -117,12 +117,12 @@ def test_anil_adapts_only_the_head_but_meta_learns_the_body(sine_batch64):
 
 
 def test_metasgd_step_sizes_get_gradients_match_fd_and_change(sine_batch64):
-    msgd = make(tanh_net, inner_lr=0.1, inner_steps=1, learn_inner_lr=True)
+    msgd = make(tanh_net, inner_lr=0.1, inner_steps=1, update_rule="metasgd")
     loss, _ = msgd.meta_loss(sine_batch64)
-    lr_grads = torch.autograd.grad(loss, list(msgd.inner_lrs))
+    lr_grads = torch.autograd.grad(loss, list(msgd.update_rule.lrs))
     assert all(g.abs().sum() > 0 for g in lr_grads)
     # finite differences on one step-size entry
-    entry, eps = msgd.inner_lrs[1], 1e-6
+    entry, eps = msgd.update_rule.lrs[1], 1e-6
     with torch.no_grad():
         entry[3] += eps
         up = msgd.meta_loss(sine_batch64)[0].item()
@@ -130,16 +130,16 @@ def test_metasgd_step_sizes_get_gradients_match_fd_and_change(sine_batch64):
         down = msgd.meta_loss(sine_batch64)[0].item()
         entry[3] += eps
     assert lr_grads[1][3].item() == pytest.approx((up - down) / (2 * eps), rel=1e-5, abs=1e-9)
-    before = [p.detach().clone() for p in msgd.inner_lrs]
+    before = [p.detach().clone() for p in msgd.update_rule.lrs]
     opt = torch.optim.Adam(msgd.parameters(), lr=1e-3)
     for _ in range(3):
         opt.zero_grad()
         msgd.meta_loss(sine_batch64)[0].backward()
         opt.step()
-    assert all(not torch.equal(b, a.detach()) for b, a in zip(before, msgd.inner_lrs))
+    assert all(not torch.equal(b, a.detach()) for b, a in zip(before, msgd.update_rule.lrs))
 
 
-@pytest.mark.parametrize("variant", [{}, {"first_order": True, "learn_inner_lr": True}], ids=["maml", "fo-metasgd"])
+@pytest.mark.parametrize("variant", [{}, {"first_order": True, "update_rule": "metasgd"}], ids=["maml", "fo-metasgd"])
 def test_compiled_meta_loss_equals_eager(variant, sine_batch64):
     """The opt-in ``torch.compile`` path computes the same loss and meta-gradient."""
     eager = make(lambda: MLP(1, [16, 16], 1), inner_lr=0.05, inner_steps=2, task_parallel="vmap", **variant)

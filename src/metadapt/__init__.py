@@ -5,16 +5,20 @@
 >>> adapted = run.adapt(support_x, support_y, steps=10)         # doctest: +SKIP
 >>> adapted.predict(query_x)                                    # doctest: +SKIP
 """
-from metadapt.algorithms import MAML, Adapted, Algorithm, GradientLearner, Pretrain, Reptile, Scratch
+from metadapt.algorithms import (MAML, SGD, Adapted, AdaptedModel, Algorithm, GradientLearner, MatchingNet, MetaSGD,
+                                 Pretrain, ProtoNet, Reptile, Scratch, UpdateRule, use_batch_statistics)
 from metadapt.config import Config, build_config, config_from_file
 from metadapt.errors import UserError
 from metadapt.models import MLP
-from metadapt.tasks import SinusoidTasks, TaskBatch
+from metadapt.registry import register
+from metadapt.tasks import SinusoidTasks, TaskBatch, TaskFamily
 from metadapt.training import Run, load, train
+from metadapt.evaluation import evaluate_run  # noqa: E402  (evaluation builds on training)
 
 __version__ = "0.1.0"
 __all__ = [
-    "MAML", "Adapted", "Algorithm", "GradientLearner", "Pretrain", "Reptile", "Scratch",
-    "Config", "build_config", "config_from_file", "UserError", "MLP", "SinusoidTasks", "TaskBatch",
-    "Run", "load", "train",
+    "MAML", "Adapted", "AdaptedModel", "Algorithm", "GradientLearner", "Pretrain", "Reptile", "Scratch", "ProtoNet",
+    "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "use_batch_statistics", "Config", "build_config",
+    "config_from_file", "UserError", "MLP", "SinusoidTasks", "TaskBatch", "TaskFamily", "register", "Run", "load",
+    "train", "evaluate_run",
 ]

@@ -1,106 +1,123 @@
-"""From a validated :class:`~metadapt.config.Config` to the objects a run uses."""
+"""From a validated :class:`~metadapt.config.Config` to the objects a run uses, through the registry:
+the task family, the model, the loss and the algorithm. Objects a user passes from Python (a
+model, a loss, a task source or family) take the place of the recipe's."""
 from __future__ import annotations
 
-from functools import lru_cache
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from metadapt.algorithms import MAML, Algorithm, Pretrain, Reptile, Scratch
-from metadapt.algorithms.matching import MatchingNet
-from metadapt.algorithms.protonet import ProtoNet
+from metadapt.algorithms import Algorithm, Scratch
 from metadapt.config import Config
-from metadapt.models import MLP, Conv4
-from metadapt.tasks import SinusoidTasks, TaskSource
-from metadapt.tasks.episodes import Episodes
+from metadapt.errors import UserError
+from metadapt.registry import import_object
+from metadapt.tasks import GivenTasks, TaskFamily, TaskSource
 
-#: algorithm name → (class, options the name implies)
-ALGORITHMS: dict[str, tuple[type, dict]] = {
-    "maml": (MAML, {}),
-    "fomaml": (MAML, {"first_order": True}),
-    "metasgd": (MAML, {"learn_inner_lr": True}),
-    "anil": (MAML, {"adapt_only": "head"}),
-    "reptile": (Reptile, {}),
-    "pretrain": (Pretrain, {}),
-    "protonet": (ProtoNet, {}),
-    "matching": (MatchingNet, {}),
-}
+DEFAULT = object()  # "the family's number of outputs"
 
 
-@lru_cache(maxsize=4)
-def _omniglot(subset: str, split: str, data_dir: str | None, download: bool):
-    from metadapt.datasets.omniglot import load_omniglot
-
-    return load_omniglot(subset, split=split, data_dir=data_dir, allow_download=download)
+def build_family(config: Config, tasks: TaskFamily | TaskSource | None = None) -> TaskFamily:
+    """The run's task family: ``tasks`` when given (a family, or a task source to wrap), else the
+    recipe's ``task:`` section."""
+    if isinstance(tasks, TaskFamily):
+        return tasks
+    if tasks is not None:
+        return GivenTasks.wrap(tasks)
+    family = config.task.entry.target
+    if not (isinstance(family, type) and issubclass(family, TaskFamily)):
+        raise UserError(f"task.family={config.task.family} is not a TaskFamily subclass; see docs/design.md, "
+                        "'How to add a task family'")
+    return family(config.task.options)
 
 
 def build_tasks(config: Config, subset: str = "train", shots: int | None = None, queries: int | None = None,
                 ways: int | None = None) -> TaskSource:
-    """The task source of ``subset`` ("train", "val" or "test"; sinusoids have one distribution)."""
-    t = config.task
-    shots = t.shots if shots is None else shots
-    queries = t.queries if queries is None else queries
-    if t.family == "sinusoid":
-        return SinusoidTasks.preset(t.preset, shots=shots, queries=queries)
-    name = {"train": t.train_subset, "val": t.val_subset, "test": t.test_subset}[subset]
-    return Episodes(_omniglot(name, t.split, t.data_dir, t.download), ways=t.ways if ways is None else ways,
-                    shots=shots, queries=queries)
+    """The task source of ``subset`` ("train", "val" or "test") of the recipe's family."""
+    return build_family(config).tasks(subset, shots=shots, queries=queries, ways=ways)
 
 
-def is_classification(config: Config) -> bool:
-    return config.task.family != "sinusoid"
+def build_model(config: Config, family: TaskFamily, outputs: Any = DEFAULT) -> nn.Module:
+    """The recipe's model for ``family``'s inputs, with ``outputs`` outputs (``None``: an
+    embedding without a head, for metric-based methods). Draws from the global RNG."""
+    entry = config.model.entry
+    outputs = family.outputs if outputs is DEFAULT else outputs
+    if hasattr(entry.target, "from_options"):
+        return entry.target.from_options(config.model.options, tuple(family.input_shape), outputs)
+    options = config.model.option_dict()
+    try:
+        return entry.target(**options)
+    except TypeError as err:
+        raise UserError(f"model.name={config.model.name}: {err}; set its arguments in the model: section") from None
 
 
-def build_model(config: Config, head: bool = True) -> nn.Module:
-    if config.model.name == "conv4":
-        outputs = config.task.ways
-        if config.algorithm.name == "pretrain":  # a classifier over every training class
-            outputs = len(build_tasks(config).names)
-        return Conv4(1, config.model.filters, out_features=outputs if head else None,
-                     downsample=config.model.downsample)
-    return MLP(1, config.model.hidden, 1, init_std=config.model.init_std)
+def build_loss(config: Config, family: TaskFamily, loss: Callable | None = None) -> Callable:
+    """``loss``, else the recipe's ``loss:`` callable, else the family's."""
+    if loss is not None:
+        return loss
+    if config.loss is not None:
+        if config.loss.startswith("given:"):
+            raise UserError(f"this run was trained with a loss given from Python ({config.loss[6:]}); "
+                            "load it with metadapt.load(RUN, loss=...), or name the loss as pkg.module:function")
+        return import_object("loss", config.loss)
+    return family.loss
 
 
-def _seeded(fn, seed: int):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return fn()
+@dataclass
+class Parts:
+    """What an algorithm's ``from_config`` builds from: the task family, the loss, and the model
+    (``model(outputs)`` builds one; ``seeded(fn)`` calls ``fn`` under the run's seed in a forked RNG,
+    leaving the global generator untouched)."""
+
+    config: Config
+    family: TaskFamily
+    loss: Callable
+    given_model: nn.Module | None = None
+
+    def model(self, outputs: Any = DEFAULT) -> nn.Module:
+        if self.given_model is not None:
+            return self.given_model
+        return build_model(self.config, self.family, outputs)
+
+    def seeded(self, fn: Callable[[], Any], offset: int = 0) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.train.seed + offset)
+            return fn()
 
 
-def _options(config: Config) -> dict:
-    a = config.algorithm
-    _, implied = ALGORITHMS[a.name]
-    options = dict(
-        loss="cross_entropy" if is_classification(config) else "mse", inner_lr=a.inner_lr,
-        inner_steps=a.inner_steps, first_order=a.first_order, learn_inner_lr=a.learn_inner_lr,
-        adapt_only=a.adapt_only, task_parallel=a.task_parallel,
-    )
-    options.update({k: v for k, v in implied.items() if v})
-    return options
-
-
-def build_algorithm(config: Config) -> Algorithm:
+def build_algorithm(config: Config, family: TaskFamily | None = None, model: nn.Module | None = None,
+                    loss: Callable | None = None) -> Algorithm:
     """The run's algorithm, its model initialised from ``train.seed`` (global RNG untouched)."""
-    cls, _ = ALGORITHMS[config.algorithm.name]
-    if cls in (ProtoNet, MatchingNet):
-        encoder = _seeded(lambda: build_model(config, head=False), config.train.seed)
-        if cls is ProtoNet:
-            algorithm = ProtoNet(encoder)
-        else:
-            algorithm = _seeded(lambda: MatchingNet(encoder, encoder.embedding_dim, config.algorithm.fce,
-                                                    config.algorithm.fce_steps, config.algorithm.cosine_scale),
-                                config.train.seed + 1)
-    else:
-        options = _options(config)
-        if cls is Reptile:
-            options.pop("first_order")
-        algorithm = cls(_seeded(lambda: build_model(config), config.train.seed), **options)
+    family = build_family(config) if family is None else family
+    cls = config.algorithm.entry.target
+    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+        raise UserError(f"algorithm.name={config.algorithm.name} is not an Algorithm subclass; see docs/design.md, "
+                        "'How to add an algorithm'")
+    parts = Parts(config, family, build_loss(config, family, loss), model)
+    algorithm = cls.from_config(config.algorithm.options, parts)
     algorithm.name_in_config = config.algorithm.name
     return algorithm.to(config.train.device)
 
 
-def build_scratch(config: Config) -> Scratch:
-    """Training from scratch, adapted with the run's inner learning rate."""
-    options = _options(config)
-    options.update(first_order=True, learn_inner_lr=False, adapt_only=None)
-    return Scratch(lambda: build_model(config), seed=config.eval.seed, **options).to(config.train.device)
+def build_scratch(config: Config, family: TaskFamily, model: nn.Module | None = None,
+                  loss: Callable | None = None) -> Scratch:
+    """Training from scratch, adapted as ``config``'s (gradient-based) algorithm adapts: the same
+    inner lr, steps and task-parallel strategy, with plain first-order SGD on every parameter."""
+    a = config.algorithm
+
+    def fresh() -> nn.Module:
+        if model is None:
+            return build_model(config, family)
+        clone = copy.deepcopy(model)
+        for m in clone.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        return clone
+
+    return Scratch(fresh, seed=config.eval.seed, loss=build_loss(config, family, loss), inner_lr=a.inner_lr,
+                   inner_steps=a.inner_steps, first_order=True, task_parallel=a.task_parallel).to(config.train.device)
+
+
+__all__ = ["build_family", "build_tasks", "build_model", "build_loss", "build_algorithm", "build_scratch", "Parts"]

@@ -81,9 +81,9 @@ def cmd_adapt(args) -> int:
     if args.output is not None and Path(args.output).exists() and not args.overwrite:
         raise UserError(f"{args.output!r} already exists; pass --overwrite to replace it or choose another --output")
     run = load(args.run)
-    if run.config.task.family != "sinusoid":
-        raise UserError(f"adapt reads CSV regression tasks; {args.run!r} is a {run.config.task.family} run "
-                        "(use the Python API: metadapt.load(run).adapt(support_x, support_y))")
+    if run.family.classification or tuple(run.family.input_shape) != (1,):
+        raise UserError(f"adapt reads CSV regression tasks with one input column; {args.run!r} is a "
+                        f"{run.config.task.family} run (use the Python API: metadapt.load(run).adapt(support_x, support_y))")
     n_in, n_out = 1, 1
     support, _ = read_table(args.support, (n_in + n_out,), "support")
     query, _ = read_table(args.query, (n_in, n_in + n_out), "query")

@@ -1,238 +1,237 @@
-"""Typed, validated configuration: dataclasses, YAML recipes and ``key=value`` overrides.
+"""Typed, validated configuration: YAML recipes and ``key=value`` overrides.
 
-A recipe is a YAML mapping with the sections below; every key is optional and defaults to the
-MAML paper's sinusoid setting. Overrides use dotted keys: ``algorithm.inner_lr=0.02``.
+A recipe is a YAML mapping with these sections; every key is optional and defaults to the MAML
+paper's sinusoid setting. Overrides use dotted keys: ``algorithm.inner_lr=0.02``.
+
+* ``task: {family: NAME, …}``, ``model: {name: NAME, …}`` and ``algorithm: {name: NAME, …}`` name a
+  registered component (``metadapt.registry``) or a user's class as ``pkg.module:Class``; the other
+  keys of the section are that component's own options, and only those are accepted.
+* ``train`` and ``eval`` are the trainer's and the evaluator's options (:class:`TrainConfig`,
+  :class:`EvalConfig`).
+* ``loss`` (optional) names a callable ``loss(prediction, target) -> scalar`` that replaces the
+  task family's loss, as ``pkg.module:function``.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 import yaml
 
+from metadapt import registry
 from metadapt.errors import UserError
-
-
-@dataclass
-class TaskConfig:
-    family: str = "sinusoid"      # sinusoid | omniglot
-    preset: str = "maml"          # sinusoid: "maml": x ~ U[-5, 5]; "founding": x ~ U[-pi, pi]
-    shots: int = 10               # support examples per task (per class for omniglot) in meta-training
-    queries: int = 10             # query examples per task (per class for omniglot) in meta-training
-    ways: int = 5                 # omniglot: classes per episode in meta-training
-    data_dir: str | None = None   # omniglot: folder with the archives (default ~/.cache/metadapt/data/omniglot)
-    split: str = "vinyals"        # omniglot: vinyals | background
-    train_subset: str = "trainval"
-    val_subset: str = "val"
-    test_subset: str = "test"
-    download: bool = True         # omniglot: fetch missing archives where there is a network
-
-
-@dataclass
-class ModelConfig:
-    name: str = "mlp"             # mlp | conv4
-    hidden: list[int] = field(default_factory=lambda: [40, 40])
-    init_std: float | None = None  # mlp: null keeps torch's init; 0.01 is the MAML code's (truncated normal, zero bias)
-    filters: int = 64             # conv4
-    downsample: str = "pool"      # conv4: pool (2×2 max-pool per block) | stride (stride-2 convolutions, the MAML code's Omniglot net)
-
-
-@dataclass
-class AlgorithmConfig:
-    name: str = "maml"            # maml | fomaml | metasgd | anil | reptile | pretrain
-    inner_lr: float = 0.01
-    inner_steps: int = 1
-    first_order: bool = False     # implied by fomaml and reptile
-    learn_inner_lr: bool = False  # implied by metasgd
-    adapt_only: str | None = None  # "head" is implied by anil
-    task_parallel: str = "auto"   # auto | vmap | loop
-    fce: bool = False             # matching: full-context embeddings
-    fce_steps: int = 5            # matching: attLSTM steps with fce
-    cosine_scale: float | None = None  # matching: initial learned inverse temperature on the cosines; null: plain cosine
+from metadapt.options import check, coerce, fill, option, unknown_key
 
 
 @dataclass
 class TrainConfig:
-    iterations: int = 10000
-    meta_batch_size: int = 25
-    meta_lr: float = 0.001
-    optimizer: str = "adam"       # adam | sgd
-    seed: int = 0
-    log_every: int = 100
-    val_every: int = 1000
-    val_tasks: int = 200
-    checkpoint_every: int = 1000
+    iterations: int = option(10000, positive=True)
+    meta_batch_size: int = option(25, positive=True)
+    meta_lr: float = option(0.001, positive=True)
+    optimizer: str = option("adam", choices=("adam", "sgd"))
+    seed: int = option(0, low=0)
+    log_every: int = option(100, positive=True)
+    val_every: int = option(1000, positive=True)
+    val_tasks: int = option(200, positive=True)
+    checkpoint_every: int = option(1000, positive=True)
     device: str = "cpu"
-    threads: int = 0              # torch intra-op threads; 0 keeps torch's default
-    compile: bool = False         # MAML family: fuse meta-gradient and optimizer step in one torch.compile
-                                  # graph (tens of seconds to compile; pays off for small models)
-    on_nonfinite: str = "stop"    # stop | skip: what a NaN/inf meta-loss or meta-gradient does
-    time_limit_s: float = 0.0     # stop (with a checkpoint) after this much training time; 0: no limit
-    grad_shards: int = 0          # meta-gradient slices summed in order (0: one per process); results are
-                                  # bit-identical for any number of processes dividing it
-    keep_freed_memory: bool = True  # CPU (glibc): reuse freed tensor memory instead of page-faulting it in
-                                    # again every step (metadapt/allocator.py; 3-21% of a Conv-4 step)
+    threads: int = option(0, low=0, help="torch intra-op threads; 0 keeps torch's default")
+    compile: bool = option(False, help="fuse meta-gradient and optimizer step in one torch.compile graph "
+                                       "(tens of seconds to compile; pays off for small models)")
+    on_nonfinite: str = option("stop", choices=("stop", "skip"),
+                               help="what a NaN/inf meta-loss or meta-gradient does")
+    time_limit_s: float = option(0.0, low=0, help="stop (with a checkpoint) after this much training time; 0: none")
+    grad_shards: int = option(0, low=0, help="meta-gradient slices summed in order (0: one per process); results "
+                                             "are bit-identical for any number of processes dividing it")
+    keep_freed_memory: bool = option(True, help="CPU (glibc): reuse freed tensor memory instead of page-faulting "
+                                                "it in again every step (metadapt/allocator.py)")
 
 
 @dataclass
 class EvalConfig:
-    tasks: int = 600
-    shots: list[int] = field(default_factory=lambda: [5, 10, 20])
-    ways: list[int] = field(default_factory=lambda: [5, 20])   # omniglot only
-    queries: int = 100
-    steps: int = 10
-    targets: list[float] = field(default_factory=lambda: [1.0, 0.5])
-    seed: int = 1234
+    tasks: int = option(600, positive=True)
+    shots: list[int] = option([5, 10, 20], positive=True)
+    ways: list[int] = option([5, 20], low=2, help="classification families: classes per test episode")
+    queries: int = option(100, positive=True)
+    steps: int = option(10, low=0)
+    targets: list[float] = option([1.0, 0.5], positive=True)
+    seed: int = option(1234, low=0)
+
+    def validate(self, prefix: str) -> None:
+        if not self.shots:
+            raise UserError(f"{prefix}shots must be a non-empty list of positive integers, got {self.shots}")
+
+
+class Section:
+    """A recipe section that names a component (``name``) and holds that component's options.
+
+    Attribute access reads the options (``config.algorithm.inner_lr``); ``to_dict`` gives the
+    recipe form ``{name_key: name, **options}``.
+    """
+
+    def __init__(self, kind: str, name: str, options: Any):
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "options", options)
+
+    @property
+    def entry(self) -> registry.Entry:
+        return registry.lookup(self.kind, self.name)
+
+    def option_dict(self) -> dict[str, Any]:
+        if dataclasses.is_dataclass(self.options):
+            return dataclasses.asdict(self.options)
+        return dict(self.options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {registry.NAME_KEY[self.kind]: self.name, **self.option_dict()}
+
+    def __getattr__(self, key: str) -> Any:
+        if key == registry.NAME_KEY[self.kind]:
+            return self.name
+        options = self.options
+        if isinstance(options, dict):
+            if key in options:
+                return options[key]
+        elif hasattr(options, key):
+            return getattr(options, key)
+        raise AttributeError(f"{self.kind} {self.name!r} has no option {key!r}")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if isinstance(self.options, dict):
+            self.options[key] = value
+        else:
+            setattr(self.options, key, value)
+
+    def __repr__(self) -> str:
+        return f"Section({self.kind}: {self.to_dict()})"
 
 
 @dataclass
 class Config:
     name: str = "maml-sinusoid"
-    task: TaskConfig = field(default_factory=TaskConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    task: Section = None
+    model: Section = None
+    algorithm: Section = None
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    loss: str | None = None
+
+    def __post_init__(self) -> None:
+        """Sections left out are the defaults: MAML on the MAML paper's sinusoids."""
+        if self.task is None:
+            self.task = _section("task", {}, DEFAULT_NAMES["task"], legacy=False)
+        if self.model is None:
+            self.model = _section("model", {}, getattr(self.task.entry.target, "default_model", "mlp"), legacy=False)
+        if self.algorithm is None:
+            self.algorithm = _section("algorithm", {}, DEFAULT_NAMES["algorithm"], legacy=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            "name": self.name, "task": self.task.to_dict(), "model": self.model.to_dict(),
+            "algorithm": self.algorithm.to_dict(), "train": dataclasses.asdict(self.train),
+            "eval": dataclasses.asdict(self.eval), "loss": self.loss,
+        }
 
 
-GRADIENT_BASED = ("maml", "fomaml", "metasgd", "anil", "reptile", "pretrain")
-METRIC_BASED = ("protonet", "matching")
-ALGORITHM_NAMES = GRADIENT_BASED + METRIC_BASED
-CHOICES = {
-    "task.family": ("sinusoid", "omniglot"),
-    "task.preset": ("maml", "founding"),
-    "task.split": ("vinyals", "background"),
-    "model.name": ("mlp", "conv4"),
-    "model.downsample": ("pool", "stride"),
-    "algorithm.name": ALGORITHM_NAMES,
-    "algorithm.adapt_only": (None, "head"),
-    "algorithm.task_parallel": ("auto", "vmap", "loop"),
-    "train.optimizer": ("adam", "sgd"),
-    "train.on_nonfinite": ("stop", "skip"),
+SECTIONS = ("name", "task", "model", "algorithm", "train", "eval", "loss")
+DEFAULT_NAMES = {"task": "sinusoid", "algorithm": "maml"}
+#: keys every pre-registry run recorded in every section (one flat bag); a run's saved config may
+#: still hold those that its component does not take, and they are dropped when it is read
+LEGACY_KEYS = {
+    "task": {"preset", "shots", "queries", "ways", "data_dir", "split", "train_subset", "val_subset", "test_subset",
+             "download"},
+    "model": {"hidden", "init_std", "filters", "downsample"},
+    "algorithm": {"inner_lr", "inner_steps", "first_order", "learn_inner_lr", "adapt_only", "task_parallel", "fce",
+                  "fce_steps", "cosine_scale"},
 }
-POSITIVE = {"algorithm.cosine_scale", "model.init_std", "task.shots", "task.queries", "task.ways", "model.filters", "algorithm.fce_steps", "algorithm.inner_lr", "train.iterations", "train.meta_batch_size",
-            "train.meta_lr", "train.log_every", "train.val_every", "train.val_tasks", "train.checkpoint_every",
-            "eval.tasks", "eval.queries"}
-NON_NEGATIVE = {"train.time_limit_s", "train.grad_shards", "algorithm.inner_steps", "eval.steps", "train.threads", "train.seed", "eval.seed"}
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    origin = get_origin(hint)
-    if origin is list:
-        (item,) = get_args(hint)
-        if not isinstance(value, list):
-            value = [value]
-        return [_coerce(v, item, f"{key}[]") for v in value]
-    args = get_args(hint)
-    if args and type(None) in args:  # Optional[...]
-        if value is None or value == "null":
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{key} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{key} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{key} must be a number, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value):
-            raise UserError(f"{key} must be finite, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise UserError(f"{key} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {hint} for {key}")
+def _section(kind: str, data: Any, default_name: str, legacy: bool) -> Section:
+    key = registry.NAME_KEY[kind]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{kind} must be a mapping of keys, got {data!r}")
+    data = dict(data)
+    name = data.pop(key, None)
+    name = default_name if name is None else name
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{kind}.{key} must be a name or pkg.module:Class, got {name!r}")
+    try:
+        entry = registry.lookup(kind, name)
+    except UserError as err:
+        if registry.is_import_path(name):
+            raise
+        raise UserError(f"{kind}.{key} must be one of {', '.join(registry.builtin_names(kind))}, or your own "
+                        f"class as pkg.module:Class; got {name!r}") from err
+    known = registry.option_names(entry)
+    if legacy:
+        if kind == "algorithm" and data.pop("learn_inner_lr", False) and "update_rule" in known:
+            data.setdefault("update_rule", "metasgd")
+        data = {k: v for k, v in data.items() if k in known or k not in LEGACY_KEYS.get(kind, ())}
+        data = {k: v for k, v in data.items() if k not in entry.implied}
+    for k, v in entry.implied.items():
+        if k in data and data[k] != v:
+            raise UserError(f"{kind}.{k}={data[k]!r} contradicts {kind}.{key}={name}, which means {k}={v!r}; "
+                            f"drop {kind}.{k} or choose another {kind}.{key}")
+    data.update(entry.implied)
+    if entry.options is not None:
+        return Section(kind, name, fill(entry.options, data, f"{kind}.", owner=name))
+    for k in data:
+        if k not in known:
+            raise unknown_key(f"{kind}.{k}", [f"{kind}.{n}" for n in known], owner=name)
+    return Section(kind, name, data)
 
 
-def _unknown(key: str, known: list[str]) -> UserError:
-    close = difflib.get_close_matches(key.split(".")[-1], [k.split(".")[-1] for k in known], n=1)
-    hint = ""
-    if close:
-        prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-        hint = f"; did you mean {prefix}{close[0]}?"
-    return UserError(f"unknown config key {key!r}{hint}")
+def _fill_fixed(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{prefix.rstrip('.')} must be a mapping of keys, got {data!r}")
+    return fill(cls, data, prefix)
 
 
-def _apply(target: Any, data: dict[str, Any], prefix: str = "") -> None:
-    hints = get_type_hints(type(target))
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if key not in hints:
-            raise _unknown(dotted, [f"{prefix}{k}" for k in hints])
-        current = getattr(target, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise UserError(f"{dotted} must be a mapping of keys, got {value!r}")
-            _apply(current, value, f"{dotted}.")
-        else:
-            setattr(target, key, _coerce(value, hints[key], dotted))
+def resolve(raw: dict[str, Any], legacy: bool = False) -> Config:
+    """A validated :class:`Config` from a recipe mapping (defaults for what it leaves out)."""
+    for key in raw:
+        if key not in SECTIONS:
+            raise unknown_key(key, list(SECTIONS))
+    task = _section("task", raw.get("task"), DEFAULT_NAMES["task"], legacy)
+    family = task.entry.target
+    model = _section("model", raw.get("model"), getattr(family, "default_model", "mlp"), legacy)
+    algorithm = _section("algorithm", raw.get("algorithm"), DEFAULT_NAMES["algorithm"], legacy)
+    config = Config(
+        name=coerce(raw.get("name", Config.name), str, "name"), task=task, model=model, algorithm=algorithm,
+        train=_fill_fixed(TrainConfig, raw.get("train"), "train."),
+        eval=_fill_fixed(EvalConfig, raw.get("eval"), "eval."),
+        loss=coerce(raw.get("loss"), str | None, "loss"),
+    )
+    return validate(config)
 
 
 def validate(config: Config) -> Config:
-    """Refuse out-of-range or inconsistent values with a message naming them."""
-    flat = _flatten(config.to_dict())
-    for key, allowed in CHOICES.items():
-        if flat[key] not in allowed:
-            raise UserError(f"{key} must be one of {', '.join(map(str, allowed))}; got {flat[key]!r}")
-    for key in POSITIVE:
-        if flat[key] is not None and not flat[key] > 0:
-            raise UserError(f"{key} must be positive, got {flat[key]}")
-    for key in NON_NEGATIVE:
-        if flat[key] < 0:
-            raise UserError(f"{key} must be >= 0, got {flat[key]}")
-    if any(h < 1 for h in config.model.hidden):
-        raise UserError(f"model.hidden widths must be >= 1, got {config.model.hidden}")
-    if not config.eval.shots or any(s < 1 for s in config.eval.shots):
-        raise UserError(f"eval.shots must be a non-empty list of positive integers, got {config.eval.shots}")
-    if any(not t > 0 for t in config.eval.targets):
-        raise UserError(f"eval.targets must be positive losses, got {config.eval.targets}")
-    if config.task.family == "omniglot" and config.model.name != "conv4":
-        raise UserError("task.family=omniglot needs model.name=conv4 (images); mlp is for sinusoid")
-    if config.task.family == "sinusoid" and config.model.name != "mlp":
-        raise UserError("task.family=sinusoid needs model.name=mlp")
-    if config.algorithm.name in METRIC_BASED and config.task.family != "omniglot":
-        raise UserError(f"algorithm.name={config.algorithm.name} classifies; use it with task.family=omniglot")
-    if config.task.family == "omniglot" and (not config.eval.ways or any(w < 2 for w in config.eval.ways)):
-        raise UserError(f"eval.ways must be a non-empty list of integers >= 2, got {config.eval.ways}")
-    if config.task.family == "omniglot" and config.task.ways < 2:
-        raise UserError(f"task.ways must be >= 2 for classification, got {config.task.ways}")
-    if config.algorithm.learn_inner_lr and config.algorithm.name in ("reptile", "pretrain"):
-        raise UserError(f"algorithm.learn_inner_lr=true needs a meta-gradient through the inner loop, which "
-                        f"{config.algorithm.name} has not; use algorithm.name=metasgd")
-    if config.train.compile and config.algorithm.name not in ("maml", "fomaml", "metasgd", "anil"):
-        raise UserError(f"train.compile=true covers maml, fomaml, metasgd and anil, not {config.algorithm.name}; "
-                        "set train.compile=false")
-    if config.algorithm.name in GRADIENT_BASED[:-1] and config.algorithm.inner_steps == 0:
-        raise UserError(f"algorithm.inner_steps must be >= 1 for {config.algorithm.name}")
+    """Checks across sections: each component may refuse a combination (``check_config``)."""
+    check(config.train, "train.")
+    check(config.eval, "eval.")
+    for section in (config.task, config.model, config.algorithm):
+        hook = getattr(section.entry.target, "check_config", None)
+        if hook is not None:
+            hook(config)
+    if config.loss is not None:
+        _check_loss(config.loss)
     return config
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _check_loss(name: str) -> None:
+    if name.startswith("given:"):
+        return  # a callable given from Python; the run must be loaded with it again
+    if not registry.is_import_path(name):
+        raise UserError(f"loss must name a callable as pkg.module:function, got {name!r}")
+    if not callable(registry.import_object("loss", name)):
+        raise UserError(f"loss {name!r} is not callable")
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -256,19 +255,30 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
-def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Apply ``key=value`` overrides to an existing config (e.g. a run's saved one) and validate."""
+def merge(base: dict[str, Any], update: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``base`` with ``update``'s values laid over it, mapping by mapping."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and key in out and isinstance(out[key], dict):
+            out[key] = merge(out[key], value, f"{prefix}{key}.")
+        elif isinstance(value, dict) and key in out and out[key] is not None:
+            raise UserError(f"{prefix}{key} is a single value, not a mapping; set it as {prefix}{key}=VALUE")
+        else:
+            out[key] = value
+    return out
+
+
+def apply_overrides(config: Config, overrides: list[str], legacy: bool = False) -> Config:
+    """``config`` (e.g. a run's saved one) with ``key=value`` overrides applied, validated."""
+    raw = config.to_dict() if isinstance(config, Config) else config
     for text in overrides:
-        _apply(config, parse_override(text))
-    return validate(config)
+        raw = merge(raw, parse_override(text))
+    return resolve(raw, legacy=legacy)
 
 
 def build_config(recipe: dict[str, Any] | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the recipe's values, then each override; validated."""
-    config = Config()
-    if recipe:
-        _apply(config, recipe)
-    return apply_overrides(config, overrides or [])
+    return apply_overrides(recipe or {}, overrides or [])
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from metadapt.errors import UserError
-from metadapt.training.checkpoint import atomic_write_text
+from metadapt.files import atomic_write_text
 
 
 def _is_number(cell: str) -> bool:

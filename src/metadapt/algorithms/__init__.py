@@ -1,8 +1,12 @@
-"""One module per method; ``build_algorithm`` turns a config into an instance."""
-from metadapt.algorithms.base import Adapted, Algorithm
-from metadapt.algorithms.baselines import Pretrain, Scratch
-from metadapt.algorithms.gradient import GradientLearner
-from metadapt.algorithms.maml import MAML
+"""One module per method, each registering its recipe name(s) (``metadapt.registry``)."""
+from metadapt.algorithms.base import Adapted, AdaptedModel, Algorithm
+from metadapt.algorithms.gradient import GradientLearner, use_batch_statistics
+from metadapt.algorithms.maml import MAML  # the order of imports is the order recipes' names are listed
 from metadapt.algorithms.reptile import Reptile
+from metadapt.algorithms.baselines import Pretrain, Scratch  # noqa: I001
+from metadapt.algorithms.protonet import ProtoNet
+from metadapt.algorithms.matching import MatchingNet
+from metadapt.algorithms.update_rules import SGD, MetaSGD, UpdateRule
 
-__all__ = ["Adapted", "Algorithm", "GradientLearner", "MAML", "Reptile", "Pretrain", "Scratch"]
+__all__ = ["Adapted", "AdaptedModel", "Algorithm", "GradientLearner", "MAML", "Reptile", "Pretrain", "Scratch",
+           "ProtoNet", "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "use_batch_statistics"]

@@ -1,15 +1,27 @@
 """The two objects every algorithm provides: a meta-loss for training, an adapted model for use."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from metadapt.errors import UserError
 from metadapt.tasks.batch import TaskBatch
 
 Params = dict[str, torch.Tensor]
+
+
+@runtime_checkable
+class AdaptedModel(Protocol):
+    """What adaptation returns, whatever the method: ``predict(x, step=k)`` after ``k`` of its
+    ``steps`` (``None``: the last), for one task or a leading task axis (``batched``)."""
+
+    steps: int
+    batched: bool
+
+    def predict(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor: ...
 
 
 class Adapted:
@@ -21,14 +33,13 @@ class Adapted:
     adaptation curve; ``step=None`` uses the last. Predictions build no autograd graph.
     """
 
-    def __init__(self, model: nn.Module, trajectory: list[Params], buffers: Params, batched: bool):
+    def __init__(self, model: nn.Module, trajectory: list[Params], buffers: Params, batched: bool,
+                 loop: bool = False):
         self.model = model
         self.trajectory = trajectory
         self.buffers = buffers
         self.batched = batched
-        # vmap turns per-task convolution weights into grouped convolutions, several times slower
-        # on CPU than one call per task (DESIGN.md); small models are faster vectorised
-        self.loop = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+        self.loop = loop  # predict task by task (the algorithm's task_parallel strategy), else vmap
 
     @property
     def steps(self) -> int:
@@ -64,6 +75,10 @@ class Algorithm(nn.Module):
     name_in_config: str | None = None
     #: ``False`` for baselines that have nothing to meta-train (training from scratch).
     trainable: bool = True
+    #: ``True`` for methods that only classify (metric-based): the task family must classify.
+    classifies: bool = False
+    #: ``True`` where the compiled meta-step (``train.compile``) covers the method.
+    compilable: bool = False
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -84,6 +99,25 @@ class Algorithm(nn.Module):
         batched = self.adapt_tasks(support_x.unsqueeze(0), support_y.unsqueeze(0), steps)
         trajectory = [{n: p[0] for n, p in params.items()} for params in batched.trajectory]
         return Adapted(batched.model, trajectory, batched.buffers, batched=False)
+
+    def describe(self) -> str:
+        """The report's words for this method and its options."""
+        return f"`{self.name_in_config or self.name}`"
+
+    @classmethod
+    def from_config(cls, options, parts) -> "Algorithm":
+        """Build from a recipe: ``options`` are the ``algorithm:`` section's (a dataclass, or a dict
+        for a class without ``Options``); ``parts`` (:class:`metadapt.build.Parts`) gives the task
+        family, the loss, and the model built under the run's seed."""
+        kwargs = vars(options) if not isinstance(options, dict) else options
+        return cls(parts.seeded(parts.model), **kwargs)
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        """Refuse a recipe this method cannot run (called when the config is validated)."""
+        if config.train.compile and not cls.compilable:
+            raise UserError(f"train.compile=true covers the MAML family (maml, fomaml, metasgd, anil), not "
+                            f"{config.algorithm.name}; set train.compile=false")
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

@@ -10,20 +10,37 @@
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.func import stack_module_state
 
-from metadapt.algorithms.gradient import GradientLearner, head_parameter_names
+from metadapt.algorithms.gradient import GradientLearner, GradientOptions, head_parameter_names
+from metadapt.options import option
+from metadapt.registry import register
 from metadapt.tasks.batch import TaskBatch
 
 
+@dataclass
+class PretrainOptions(GradientOptions):
+    inner_steps: int = option(1, low=0, help="fine-tuning steps at test time (by default)")
+
+
+@register("algorithm", "pretrain")
 class Pretrain(GradientLearner):
     """Meta-loss: the plain loss of the unadapted model on all examples of all tasks."""
 
     name = "pretrain"
+    Options = PretrainOptions
+
+    @classmethod
+    def from_config(cls, options, parts) -> "Pretrain":
+        """A classification family's model is a classifier over every training class."""
+        outputs = parts.family.num_classes("train") if parts.family.classification else None
+        model = parts.seeded(lambda: parts.model(outputs) if outputs else parts.model())
+        return cls(model, loss=parts.loss, **vars(options))
 
     def _classifies(self, y: torch.Tensor) -> bool:
         return not torch.is_floating_point(y)

@@ -13,12 +13,26 @@ head in the inner loop while the body is still meta-learned through the outer lo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from metadapt.algorithms.gradient import GradientLearner
+from metadapt.algorithms.gradient import GradientLearner, GradientOptions
+from metadapt.options import option
+from metadapt.registry import register
 from metadapt.tasks.batch import TaskBatch
 
 
+@dataclass
+class MAMLOptions(GradientOptions):
+    first_order: bool = option(False, help="drop the second-derivative term (first-order MAML)")
+    update_rule: str = option("sgd", help="sgd | metasgd | pkg.module:Rule (algorithms/update_rules.py)")
+
+
+@register("algorithm", "anil", adapt_only="head")
+@register("algorithm", "metasgd", update_rule="metasgd")
+@register("algorithm", "fomaml", first_order=True)
+@register("algorithm", "maml")
 class MAML(GradientLearner):
     """Meta-loss: mean query loss over the meta-batch after ``inner_steps`` adaptation steps.
 
@@ -33,6 +47,8 @@ class MAML(GradientLearner):
     """
 
     name = "maml"
+    Options = MAMLOptions
+    compilable = True
 
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         losses = self.task_losses(self.meta_params(), batch, self.inner_steps, self.first_order)

@@ -18,15 +18,35 @@ the plain form reached 83% on 5-way 1-shot where the scaled one reached the pape
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from metadapt.algorithms.metric import MetricLearner
+from metadapt.options import option
+from metadapt.registry import register
 
 
+@dataclass
+class MatchingOptions:
+    fce: bool = option(False, help="full-context embeddings")
+    fce_steps: int = option(5, positive=True, help="attLSTM steps with fce")
+    cosine_scale: float | None = option(None, positive=True,
+                                        help="initial learned inverse temperature on the cosines; null: plain cosine")
+
+
+@register("algorithm", "matching")
 class MatchingNet(MetricLearner):
     name = "matching"
+    Options = MatchingOptions
+
+    @classmethod
+    def from_config(cls, options, parts) -> "MatchingNet":
+        """The encoder under the run's seed, the LSTMs and scale under the next one."""
+        encoder = parts.seeded(lambda: parts.model(None))
+        return parts.seeded(lambda: cls(encoder, encoder.embedding_dim, options.fce, options.fce_steps,
+                                        options.cosine_scale), offset=1)
 
     def __init__(self, encoder: nn.Module, embedding_dim: int, fce: bool = False, fce_steps: int = 5,
                  cosine_scale: float | None = None):

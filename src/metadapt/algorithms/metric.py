@@ -12,7 +12,8 @@ from metadapt.tasks.batch import TaskBatch
 
 
 class SupportMemory:
-    """The adapted form of a metric-based method: predictions are logits ``[.., Q, ways]``."""
+    """The adapted form of a metric-based method (an :class:`~metadapt.algorithms.base.AdaptedModel`
+    with no steps): predictions are logits ``[.., Q, ways]``."""
 
     steps = 0
 
@@ -30,6 +31,17 @@ class SupportMemory:
 
 class MetricLearner(Algorithm):
     """Base: ``task_logits(support_x, support_y, query_x)`` defines the method."""
+
+    classifies = True
+
+    @classmethod
+    def from_config(cls, options, parts) -> "MetricLearner":
+        """The model is an embedding (no head), built under the run's seed."""
+        kwargs = vars(options) if not isinstance(options, dict) else options
+        return cls(parts.seeded(lambda: parts.model(None)), **kwargs)
+
+    def describe(self) -> str:
+        return f"`{self.name_in_config or self.name}` (metric-based: no adaptation steps)"
 
     def __init__(self, encoder: nn.Module):
         super().__init__()

@@ -7,13 +7,21 @@ entropy of the query labels.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from metadapt.algorithms.metric import MetricLearner, class_means
+from metadapt.registry import register
 
 
+@register("algorithm", "protonet")
 class ProtoNet(MetricLearner):
     name = "protonet"
+
+    @dataclass
+    class Options:
+        """Prototypical Networks take no options."""
 
     def task_logits(self, support_x, support_y, query_x) -> torch.Tensor:
         ways = int(support_y.max()) + 1

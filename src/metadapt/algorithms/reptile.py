@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import torch
 
-from metadapt.algorithms.gradient import GradientLearner
+from metadapt.algorithms.gradient import GradientLearner, GradientOptions
+from metadapt.registry import register
 from metadapt.tasks.batch import TaskBatch
 
 
+@register("algorithm", "reptile")
 class Reptile(GradientLearner):
     name = "reptile"
+    Options = GradientOptions
 
     def __init__(self, model, **kwargs):
         kwargs["first_order"] = True

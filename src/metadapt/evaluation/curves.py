@@ -11,11 +11,7 @@ from tqdm.auto import tqdm
 
 from metadapt.algorithms import Algorithm
 from metadapt.evaluation.stats import mean_ci, steps_to_target
-from metadapt.tasks import TaskBatch
-
-
-def is_classification(batch: TaskBatch) -> bool:
-    return not torch.is_floating_point(batch.query_y)
+from metadapt.tasks import TaskBatch, TaskFamily
 
 
 def per_task_score(algorithm: Algorithm, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -26,25 +22,33 @@ def per_task_score(algorithm: Algorithm, prediction: torch.Tensor, target: torch
 
 
 @torch.no_grad()
-def adaptation_curve(algorithm: Algorithm, batch: TaskBatch, steps: int, chunk: int = 100) -> torch.Tensor:
+def adaptation_curve(algorithm: Algorithm, batch: TaskBatch, steps: int, chunk: int = 100,
+                     family: TaskFamily | None = None) -> torch.Tensor:
     """Per-task query score after each adaptation step, shape ``[T, k + 1]`` with ``k`` the
-    steps the method takes (``steps``, or 0 for a metric-based method)."""
+    steps the method takes (``steps``, or 0 for a metric-based method). The score is the task
+    family's (accuracy, or the algorithm's loss), or read from the labels without a family."""
+    score = per_task_score if family is None else lambda a, p, t: family.score(p, t, a.loss_fn)  # noqa: E731
     rows = []
     for start in range(0, batch.num_tasks, chunk):
         part = batch[start:start + chunk]
         adapted = algorithm.adapt_tasks(part.support_x, part.support_y, steps)
         taken = adapted.steps
-        rows.append(torch.stack([per_task_score(algorithm, adapted.predict(part.query_x, step=k), part.query_y)
+        rows.append(torch.stack([score(algorithm, adapted.predict(part.query_x, step=k), part.query_y)
                                  for k in range(taken + 1)], dim=1).cpu())
     return torch.cat(rows)
 
 
 def evaluate_learning_speed(methods: dict[str, Algorithm], settings: dict[str, TaskBatch], steps: int,
-                            targets: list[float], progress: bool = True) -> dict:
+                            targets: list[float], progress: bool = True, family: TaskFamily | None = None,
+                            metric: str | None = None) -> dict:
     """Adaptation curves (mean and 95% CI over tasks) of every method in every setting, all
-    methods on the same tasks, plus the steps each needs to reach each target score."""
-    first = next(iter(settings.values()))
-    metric = "accuracy" if is_classification(first) else "mse"
+    methods on the same tasks, plus the steps each needs to reach each target score. ``metric``
+    names the score (``accuracy``: higher is better; ``mse`` or ``loss``: lower), by default the
+    family's, or read from the labels."""
+    if metric is None:
+        first = next(iter(settings.values()))
+        metric = family.metric if family is not None else (
+            "mse" if torch.is_floating_point(first.query_y) else "accuracy")
     results: dict = {"metric": metric, "steps": steps, "targets": targets, "settings": {}}
     jobs = [(label, name) for label in settings for name in methods]
     for label, name in tqdm(jobs, desc="evaluate", disable=not progress, unit="curve"):
@@ -52,7 +56,7 @@ def evaluate_learning_speed(methods: dict[str, Algorithm], settings: dict[str, T
         algorithm = methods[name]
         if getattr(algorithm, "supports", lambda b: True)(batch) is False:
             continue
-        curve = adaptation_curve(algorithm, batch, steps)
+        curve = adaptation_curve(algorithm, batch, steps, family=family)
         mean, ci = mean_ci(curve)
         entry = results["settings"].setdefault(label, {"tasks": batch.num_tasks, "queries": batch.query_x.shape[1], "methods": {}})
         entry["methods"][name] = {

@@ -1,4 +1,7 @@
-"""Evaluate a trained run against the baselines and write results, figures and report."""
+"""Evaluate a trained run against the baselines and write results, figures and report.
+
+Everything that depends on the kind of task (the settings, the score, the example figure, the
+report's lines) comes from the run's task family."""
 from __future__ import annotations
 
 import json
@@ -6,12 +9,11 @@ import json
 import torch
 
 from metadapt.algorithms import Algorithm, GradientLearner
-from metadapt.build import build_scratch, build_tasks, is_classification
+from metadapt.build import build_scratch
 from metadapt.evaluation.curves import evaluate_learning_speed
-from metadapt.evaluation.plots import (plot_adaptation_curves, plot_example_episodes, plot_example_fits,
-                                       plot_training_curve)
+from metadapt.evaluation.plots import plot_adaptation_curves, plot_training_curve
 from metadapt.evaluation.report import write_report
-from metadapt.training.checkpoint import atomic_write_text
+from metadapt.files import atomic_write_text
 from metadapt.training.run import Run
 
 
@@ -23,13 +25,16 @@ def _method_name(run: Run, taken: dict) -> str:
 def evaluation_settings(run: Run, tasks: int) -> dict:
     """The test tasks of every evaluation setting, the same for every method (seeded)."""
     cfg, device = run.config.eval, run.config.train.device
-    if not is_classification(run.config):
-        combos = [(f"{shots}-shot", dict(shots=shots, queries=cfg.queries), shots) for shots in cfg.shots]
-    else:
-        combos = [(f"{ways}-way {shots}-shot", dict(ways=ways, shots=shots, queries=cfg.queries), 1000 * ways + shots)
-                  for ways in cfg.ways for shots in cfg.shots]
-    return {label: build_tasks(run.config, "test", **kw).sample(tasks, torch.Generator().manual_seed(cfg.seed + offset)).to(device)
-            for label, kw, offset in combos}
+    return {label: source.sample(tasks, torch.Generator().manual_seed(cfg.seed + offset)).to(device)
+            for label, source, offset in run.family.eval_settings(cfg)}
+
+
+def _scratch(runs: list[Run]) -> GradientLearner | None:
+    """Training from scratch, adapted as the first gradient-based run adapts."""
+    for run in runs:
+        if isinstance(run.algorithm, GradientLearner) and run.algorithm.trainable:
+            return build_scratch(run.config, run.family, model=run.given.get("model"), loss=run.given.get("loss"))
+    return None
 
 
 def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, steps: int | None = None,
@@ -42,27 +47,20 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
     methods: dict[str, Algorithm] = {run.config.algorithm.name: run.algorithm}
     for other in compare:
         methods[_method_name(other, methods)] = other.algorithm
-    if scratch and any(isinstance(m, GradientLearner) for m in methods.values()):
-        methods["scratch"] = build_scratch(run.config)
+    baseline = _scratch([run, *compare]) if scratch else None
+    if baseline is not None:
+        methods["scratch"] = baseline
     settings = evaluation_settings(run, tasks)
-    results = evaluate_learning_speed(methods, settings, steps, cfg.targets, progress=progress)
+    metric = run.family.metric if run.config.loss is None else "loss"
+    results = evaluate_learning_speed(methods, settings, steps, cfg.targets, progress=progress, family=run.family,
+                                      metric=metric)
     results["seed"] = cfg.seed
     atomic_write_text(run.path / "eval" / "results.json", json.dumps(results, indent=1))
 
     figures = {"Adaptation curves": "plots/adaptation_curves.png"}
     plot_adaptation_curves(results, run.path / figures["Adaptation curves"])
-    if is_classification(run.config):
-        label, batch = next(iter(settings.items()))
-        rel = "plots/example_episodes.png"
-        plot_example_episodes(run.algorithm, batch.to("cpu"), run.path / rel)
-        figures[f"Example episodes, {label}"] = rel
-    else:
-        fit_methods = {k: v for k, v in methods.items() if k != "scratch"}
-        for shots in cfg.shots[:2]:
-            rel = f"plots/example_fits_{shots}shot.png"
-            plot_example_fits(fit_methods, build_tasks(run.config, shots=shots), run.path / rel,
-                              steps=tuple(s for s in (1, 10) if s <= steps) or (steps,), seed=cfg.seed)
-            figures[f"Example fits, {shots}-shot"] = rel
+    trained = {name: m for name, m in methods.items() if m.trainable}
+    figures.update(run.family.example_figures(trained, settings, run.path, steps, cfg))
     metrics_path = run.path / "metrics.jsonl"
     if metrics_path.is_file():
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
@@ -71,5 +69,5 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
             figures["Validation during meta-training"] = rel
     summary_path = run.path / "summary.json"
     training = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    write_report(run.path, run.config.to_dict(), training, results, figures)
+    write_report(run, training, results, figures)
     return results

@@ -11,10 +11,9 @@ import torch  # noqa: E402
 
 from metadapt.algorithms import Algorithm  # noqa: E402
 from metadapt.tasks import SinusoidTasks  # noqa: E402
-from metadapt.training.checkpoint import atomic_write_bytes  # noqa: E402
+from metadapt.files import atomic_write_bytes  # noqa: E402
 
-COLORS = {"maml": "tab:blue", "fomaml": "tab:cyan", "metasgd": "tab:purple", "anil": "tab:olive",
-          "reptile": "tab:green", "pretrain": "tab:orange", "scratch": "tab:gray"}
+PALETTE = [f"C{i}" for i in range(10)]  # matplotlib's default cycle (tab10), by the method's position
 
 
 def _save(fig, path: Path) -> None:
@@ -28,13 +27,14 @@ def plot_adaptation_curves(results: dict, path: Path) -> None:
     labels = list(results["settings"])
     accuracy = results["metric"] == "accuracy"
     fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.6), squeeze=False)
+    names = list(dict.fromkeys(name for entry in results["settings"].values() for name in entry["methods"]))
     for ax, label in zip(axes[0], labels):
         entry = results["settings"][label]
         for name, m in entry["methods"].items():
             mean, ci = torch.tensor(m["mean"]), torch.tensor(m["ci95"])
             if accuracy:
                 mean, ci = 100 * mean, 100 * ci
-            color = COLORS.get(name.split(":")[0])
+            color = PALETTE[names.index(name) % len(PALETTE)]
             if len(mean) == 1:
                 steps = [0, results["steps"]]
                 mean, ci = mean.repeat(2), ci.repeat(2)
@@ -52,7 +52,8 @@ def plot_adaptation_curves(results: dict, path: Path) -> None:
             finite = [v for m in entry["methods"].values() for v in m["mean"] if 0 < v < float("inf")]
             ax.set_ylim(0.7 * min(finite), 3 * start)
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("query accuracy % (mean, 95% CI)" if accuracy else "query MSE (mean, 95% CI)")
+    unit = {"accuracy": "accuracy %", "mse": "MSE"}.get(results["metric"], "loss")
+    axes[0][0].set_ylabel(f"query {unit} (mean, 95% CI)")
     axes[0][-1].legend()
     fig.suptitle("Learning speed on new tasks", y=1.04)
     _save(fig, path)

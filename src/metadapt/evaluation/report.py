@@ -4,7 +4,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from metadapt.training.checkpoint import atomic_write_text
+from metadapt.files import atomic_write_text
+
+
+UNITS = {"accuracy": "accuracy %", "mse": "MSE", "loss": "query loss"}
 
 
 def _columns(steps: int) -> list[int]:
@@ -33,7 +36,7 @@ def comparison_table(results: dict, markdown: bool = True) -> str:
     """One block per setting: the query score (95% CI) after selected numbers of steps
     (a metric-based method's single score stands in every column)."""
     metric, cols = results["metric"], _columns(results["steps"])
-    unit = "accuracy %" if metric == "accuracy" else "MSE"
+    unit = UNITS.get(metric, metric)
     lines = []
     for label, entry in results["settings"].items():
         head = [f"{label} ({entry['tasks']} tasks), {unit}"] + [f"{k} step{'s' if k != 1 else ''}" for k in cols]
@@ -46,7 +49,8 @@ def speed_table(results: dict, markdown: bool = True) -> str:
     """Steps each method needs before its mean query score reaches each target."""
     metric = results["metric"]
     sign = "≥" if metric == "accuracy" else "≤"
-    head = ["setting", "method"] + [f"steps to {'accuracy' if metric == 'accuracy' else 'MSE'} {sign} {t:g}" for t in results["targets"]]
+    word = {"accuracy": "accuracy", "mse": "MSE"}.get(metric, "loss")
+    head = ["setting", "method"] + [f"steps to {word} {sign} {t:g}" for t in results["targets"]]
     rows = []
     for label, entry in results["settings"].items():
         for name, m in entry["methods"].items():
@@ -55,37 +59,39 @@ def speed_table(results: dict, markdown: bool = True) -> str:
     return "\n".join(_render(head, rows, markdown))
 
 
-def write_report(run_dir: Path, config: dict, training: dict | None, results: dict, figures: dict[str, str]) -> Path:
-    a, t, tr, m = config["algorithm"], config["task"], config["train"], config["model"]
-    if t["family"] == "sinusoid":
-        task_line = f"- Tasks: sinusoid preset `{t['preset']}`, {t['shots']} support + {t['queries']} query points per task in training."
-        model_line = f"- Model: MLP with hidden layers {m['hidden']}."
-    else:
-        task_line = (f"- Tasks: Omniglot ({t['split']} split, trained on `{t['train_subset']}`, tested on `{t['test_subset']}`), "
-                     f"{t['ways']}-way {t['shots']}-shot episodes with {t['queries']} queries per class in training.")
-        down = "stride-2 convolutions" if m.get("downsample") == "stride" else "max-pooling"
-        model_line = f"- Model: Conv-4 with {m['filters']} filters ({down}), BatchNorm on batch statistics."
+def write_report(run, training: dict | None, results: dict, figures: dict[str, str]) -> Path:
+    """``report.md`` of an evaluated run: what was trained (in its task family's, model's and
+    algorithm's own words), the results tables and the figures."""
+    config, algorithm = run.config, run.algorithm
+    tr = config.train
+    model = getattr(algorithm, "model", None) or getattr(algorithm, "encoder", None)
+    describe_model = getattr(model, "describe", None)
     lines = [
-        f"# {config['name']}: {a['name']} on {t['family']}",
+        f"# {config.name}: {config.algorithm.name} on {config.task.family}",
         "",
-        task_line,
-        model_line,
-        f"- Algorithm: `{a['name']}`, inner lr {a['inner_lr']}, {a['inner_steps']} inner step(s), "
-        f"meta-batch {tr['meta_batch_size']}, {tr['optimizer']} meta lr {tr['meta_lr']}, seed {tr['seed']}.",
+        *run.family.describe(),
+        f"- Model: {describe_model() if describe_model else type(model).__name__}.",
+        f"- Algorithm: {algorithm.describe()}, meta-batch {tr.meta_batch_size}, {tr.optimizer} meta lr {tr.meta_lr}, "
+        f"seed {tr.seed}.",
     ]
+    if config.loss is not None:
+        lines.append(f"- Loss: `{config.loss}`.")
     if training:
         lines.append(
             f"- Meta-training: {training['steps']} iterations in {training['seconds']:.1f} s "
             f"({training['iterations_per_second']:.1f} meta-iterations/s); best validation query loss "
             f"{training['best_val_query_loss']:.4f}."
         )
-    score = "accuracy (%)" if results["metric"] == "accuracy" else "MSE"
+    score = {"accuracy": "accuracy (%)", "mse": "MSE"}.get(results["metric"], "loss")
+    inner_lr = getattr(algorithm, "inner_lr", None)
+    own = f" ({config.algorithm.name}: {inner_lr})" if inner_lr is not None else ""
     lines += [
         "",
         f"## Query {score} after adaptation (mean ± 95% CI over test tasks)",
         "",
-        f"Gradient-based methods are adapted with plain gradient steps of their own recipe's inner lr "
-        f"({a['name']}: {a['inner_lr']}) on the same test tasks; `scratch` starts each task from a fresh random initialization; metric-based methods take no steps.",
+        f"Gradient-based methods are adapted with plain gradient steps of their own recipe's inner lr{own} on the "
+        "same test tasks; `scratch` starts each task from a fresh random initialization; metric-based methods take "
+        "no steps.",
         "",
         comparison_table(results),
         "## Learning speed",
@@ -96,6 +102,6 @@ def write_report(run_dir: Path, config: dict, training: dict | None, results: di
         "",
     ]
     lines += [f"![{title}]({rel})\n" for title, rel in figures.items()]
-    path = Path(run_dir) / "report.md"
+    path = Path(run.path) / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

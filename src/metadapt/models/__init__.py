@@ -1,5 +1,8 @@
-"""Backbones. Any ``nn.Module`` works with every algorithm; these are the standard ones."""
+"""Backbones. Any ``nn.Module`` works with every algorithm; these are the standard ones, built from
+a recipe's ``model:`` section (``from_options``) with the input shape and outputs the task
+family gives."""
 from metadapt.models.conv4 import Conv4
+from metadapt.models.given import GivenModel
 from metadapt.models.mlp import MLP
 
-__all__ = ["MLP", "Conv4"]
+__all__ = ["MLP", "Conv4", "GivenModel"]

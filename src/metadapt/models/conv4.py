@@ -13,7 +13,12 @@ metric-based methods) when predicting. No running statistics are carried between
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
+
+from metadapt.options import option
+from metadapt.registry import register
 
 
 DOWNSAMPLE = ("pool", "stride")
@@ -38,6 +43,14 @@ class SpatialMean(nn.Module):
         return x.mean(dim=(-2, -1))
 
 
+@dataclass
+class Conv4Options:
+    filters: int = option(64, positive=True)
+    downsample: str = option("pool", choices=DOWNSAMPLE,
+                             help="pool: 2x2 max-pool per block; stride: stride-2 convolutions (the MAML code's)")
+
+
+@register("model", "conv4")
 class Conv4(nn.Sequential):
     """``Conv4(1, 64)`` is the embedding; ``Conv4(1, 64, out_features=5)`` adds a linear head
     (for MAML-style methods; the head is the last layer ANIL adapts)."""
@@ -60,3 +73,15 @@ class Conv4(nn.Sequential):
         if out_features is not None:
             layers.append(nn.Linear(self.embedding_dim, out_features))
         super().__init__(*layers)
+
+    Options = Conv4Options
+
+    @classmethod
+    def from_options(cls, options: Conv4Options, input_shape: tuple[int, ...], outputs: int | None) -> "Conv4":
+        return cls(input_shape[0], options.filters, out_features=outputs, image_size=input_shape[-1],
+                   downsample=options.downsample)
+
+    def describe(self) -> str:
+        block = self[0]
+        down = "stride-2 convolutions" if block[0].stride == (2, 2) else "max-pooling"
+        return f"Conv-4 with {block[0].out_channels} filters ({down}), BatchNorm on batch statistics"

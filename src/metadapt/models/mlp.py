@@ -1,9 +1,23 @@
 """Multi-layer perceptron backbone."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
+from metadapt.errors import UserError
+from metadapt.options import option
+from metadapt.registry import register
 
+
+@dataclass
+class MLPOptions:
+    hidden: list[int] = option([40, 40], positive=True, help="widths of the hidden layers")
+    init_std: float | None = option(None, positive=True,
+                                    help="null keeps torch's init; 0.01 is the MAML code's (truncated normal, zero bias)")
+
+
+@register("model", "mlp")
 class MLP(nn.Sequential):
     """``in → hidden[0] → … → out`` with ReLU between layers.
 
@@ -30,3 +44,16 @@ class MLP(nn.Sequential):
                 if isinstance(layer, nn.Linear):
                     nn.init.trunc_normal_(layer.weight, std=init_std, a=-2 * init_std, b=2 * init_std)
                     nn.init.zeros_(layer.bias)
+
+    Options = MLPOptions
+
+    @classmethod
+    def from_options(cls, options: MLPOptions, input_shape: tuple[int, ...], outputs: int | None) -> "MLP":
+        if len(input_shape) != 1:
+            raise UserError(f"model.name=mlp takes vector inputs; these tasks' inputs have shape {input_shape}")
+        if outputs is None:
+            raise UserError("model.name=mlp has no embedding-only form for a metric-based method; use conv4")
+        return cls(input_shape[0], options.hidden, outputs, init_std=options.init_std)
+
+    def describe(self) -> str:
+        return f"MLP with hidden layers {[m.out_features for m in self if isinstance(m, nn.Linear)][:-1]}"

@@ -1,5 +1,9 @@
-"""Where tasks come from."""
+"""Where tasks come from: task sources (``sample(n, generator) -> TaskBatch``) and the task
+families that build them from a recipe."""
 from metadapt.tasks.batch import TaskBatch, TaskSource
-from metadapt.tasks.sinusoid import PRESETS as SINUSOID_PRESETS, SinusoidTasks
+from metadapt.tasks.family import GivenTasks, TaskFamily
+from metadapt.tasks.omniglot import OmniglotFamily
+from metadapt.tasks.sinusoid import PRESETS as SINUSOID_PRESETS, SinusoidFamily, SinusoidTasks
 
-__all__ = ["TaskBatch", "TaskSource", "SinusoidTasks", "SINUSOID_PRESETS"]
+__all__ = ["TaskBatch", "TaskSource", "TaskFamily", "GivenTasks", "SinusoidFamily", "SinusoidTasks", "OmniglotFamily",
+           "SINUSOID_PRESETS"]

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from metadapt.options import option
+from metadapt.registry import register
 from metadapt.tasks.batch import TaskBatch
+from metadapt.tasks.family import TaskFamily
 
 PRESETS: dict[str, dict[str, tuple[float, float]]] = {
     "maml": {"amplitude": (0.1, 5.0), "phase": (0.0, math.pi), "x_range": (-5.0, 5.0)},
@@ -69,3 +72,41 @@ class SinusoidTasks:
             query_y=self.curve(query_x, amplitude, phase),
             info={"amplitude": amplitude.view(-1), "phase": phase.view(-1)},
         )
+
+
+@dataclass
+class SinusoidOptions:
+    preset: str = option("maml", choices=tuple(PRESETS),
+                         help='"maml": x ~ U[-5, 5]; "founding": x ~ U[-pi, pi]')
+    shots: int = option(10, positive=True, help="support points per task in meta-training")
+    queries: int = option(10, positive=True, help="query points per task in meta-training")
+
+
+@register("task", "sinusoid")
+class SinusoidFamily(TaskFamily):
+    """Sine-wave regression: one distribution of curves serves training, validation and test."""
+
+    Options = SinusoidOptions
+    default_model = "mlp"
+    models = ("mlp",)
+
+    def tasks(self, split="train", shots=None, queries=None, ways=None) -> SinusoidTasks:
+        o = self.options
+        return SinusoidTasks.preset(o.preset, shots=o.shots if shots is None else shots,
+                                    queries=o.queries if queries is None else queries)
+
+    def example_figures(self, methods, settings, run_dir, steps, eval_config):
+        from metadapt.evaluation.plots import plot_example_fits
+
+        figures = {}
+        for shots in eval_config.shots[:2]:
+            rel = f"plots/example_fits_{shots}shot.png"
+            plot_example_fits(methods, self.tasks(shots=shots), run_dir / rel,
+                              steps=tuple(s for s in (1, 10) if s <= steps) or (steps,), seed=eval_config.seed)
+            figures[f"Example fits, {shots}-shot"] = rel
+        return figures
+
+    def describe(self) -> list[str]:
+        o = self.options
+        return [f"- Tasks: sinusoid preset `{o.preset}`, {o.shots} support + {o.queries} query points per task "
+                "in training."]

@@ -11,8 +11,9 @@ tensors are updated in place, so ``optimizer.state_dict()`` and checkpoints are 
 the eager path and a run can switch between the two on resume. A non-finite loss or gradient
 leaves every tensor untouched (the step reports it, as the eager path does).
 
-Covers the MAML family (MAML, first-order MAML, Meta-SGD, ANIL): algorithms whose meta-loss is
-the mean query loss after adaptation. A test checks it against the eager step.
+Covers the algorithms that declare ``compilable`` (the MAML family: MAML, first-order MAML,
+Meta-SGD, ANIL, with any update rule): those whose meta-loss is the mean query loss after
+adaptation, their ``forward``. A test checks it against the eager step.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class CompiledMetaStep:
     """
 
     def __init__(self, algorithm: MAML, optimizer: torch.optim.Optimizer):
-        if not isinstance(algorithm, MAML):
+        if not getattr(algorithm, "compilable", False):
             raise ValueError(f"the compiled meta-step covers the MAML family, not {type(algorithm).__name__}")
         if len(optimizer.param_groups) != 1:
             raise ValueError("the compiled meta-step needs an optimizer with one parameter group")
@@ -48,9 +49,9 @@ class CompiledMetaStep:
             self.kind = "sgd"
         else:
             raise ValueError(f"the compiled meta-step supports Adam and SGD, not {type(optimizer).__name__}")
-        named = dict(algorithm.named_parameters())
+        named = {n: p for n, p in algorithm.named_parameters() if p.requires_grad}
         if {id(p) for p in group["params"]} != {id(p) for p in named.values()}:
-            raise ValueError("the optimizer must hold exactly the algorithm's parameters")
+            raise ValueError("the optimizer must hold exactly the algorithm's trainable parameters")
         self.algorithm, self.optimizer, self.names = algorithm, optimizer, list(named)
         self._live = list(named.values())
         # On CPU, Inductor's C++ wrapper calls the step's kernels from C++ instead of Python,

@@ -107,6 +107,14 @@ def sum_values(values: torch.Tensor, context: Context) -> torch.Tensor:
     return values
 
 
+def agree(context: Context, values: dict[str, float]) -> dict[str, float]:
+    """The sum over processes of each named value, in one all-reduce (float64): flags (a count of
+    the processes that raised them) and shares of meta-batch means alike."""
+    names = sorted(values)
+    summed = sum_values(torch.tensor([float(values[n]) for n in names], dtype=torch.float64), context)
+    return dict(zip(names, summed.tolist()))
+
+
 def barrier(context: Context) -> None:
     if context.enabled:
         dist.barrier()

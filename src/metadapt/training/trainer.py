@@ -1,9 +1,11 @@
 """The meta-training loop: one readable function.
 
-Each iteration draws a meta-batch from the run's own seeded generator, computes the
-algorithm's meta-loss, and steps the outer optimizer. Every ``val_every`` iterations the
+Each iteration asks the outer step (``steps.py``) for one meta-update, which draws its
+meta-batch from the run's own seeded generator; all processes agree on the outcome; the update
+is applied or, if anything was non-finite, dropped. Every ``val_every`` iterations the
 meta-parameters are adapted to a fixed set of held-out tasks and the best are kept. The
-checkpoint holds meta-parameters, optimizer, generator state, step and best score, so
+checkpoint holds the meta-parameters, whatever state the outer step keeps (the optimizer's),
+the generator state, step and best score, so
 ``resume=True`` continues to the same parameters, bit for bit, as a run never interrupted.
 The same loop runs under ``torchrun`` (see ``distributed.py``); only rank 0 writes files.
 SIGINT / SIGTERM finish the current step, save a checkpoint and raise :class:`Interrupted`.
@@ -12,25 +14,28 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
-import yaml
+from torch import nn
 from tqdm.auto import tqdm
 
 from metadapt.algorithms import Algorithm
 from metadapt.allocator import keep_freed_memory
-from metadapt.build import build_algorithm, build_tasks
-from metadapt.config import Config
+from metadapt.build import build_algorithm, build_family
+from metadapt.config import Config, Section
 from metadapt.errors import UserError
-from metadapt.tasks import TaskBatch, TaskSource
+from metadapt.files import atomic_write_text
+from metadapt.registry import import_path, lookup
+from metadapt.tasks import TaskBatch, TaskFamily, TaskSource
 from metadapt.training import distributed
-from metadapt.training.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from metadapt.training.run import checkpoint_path, config_path, restore_state
+from metadapt.training.checkpoint import load_checkpoint, save_checkpoint
+from metadapt.training.run import checkpoint_path, prepare_run_dir, restore_state, truncate_metrics
+from metadapt.training.steps import build_optimizer, build_outer_step  # noqa: F401  (build_optimizer: API)
 
 VAL_SEED_OFFSET = 10_007  # validation tasks come from their own stream, never the training one
 
@@ -48,29 +53,6 @@ class Interrupted(Exception):
 
 class NonFiniteError(UserError):
     """A non-finite meta-loss or meta-gradient with ``train.on_nonfinite: stop``."""
-
-
-def _compiled_step(config: Config, algorithm: Algorithm, optimizer, context):
-    from metadapt.training.compiled import CompiledMetaStep
-
-    if context.world_size > 1 or config.train.grad_shards > 1:
-        raise UserError("train.compile=true runs in one process with train.grad_shards 0 or 1; "
-                        "drop train.compile for multi-process or sharded training")
-    try:
-        return CompiledMetaStep(algorithm, optimizer)
-    except ValueError as err:
-        raise UserError(f"train.compile=true: {err}; set train.compile=false") from None
-
-
-def build_optimizer(config: Config, algorithm: Algorithm) -> torch.optim.Optimizer:
-    if config.train.optimizer == "adam":
-        # the fused kernel updates every tensor in one call: on the sinusoid MLP's six tensors,
-        # about a third of the default per-tensor loop's time (benchmarks/allocator.py)
-        try:
-            return torch.optim.Adam(algorithm.parameters(), lr=config.train.meta_lr, fused=True)
-        except RuntimeError:  # a device or dtype the fused kernel does not cover
-            return torch.optim.Adam(algorithm.parameters(), lr=config.train.meta_lr)
-    return torch.optim.SGD(algorithm.parameters(), lr=config.train.meta_lr)
 
 
 @torch.no_grad()
@@ -95,37 +77,6 @@ def validation_metrics(algorithm: Algorithm, batch: TaskBatch, chunk: int = 100)
     return metrics
 
 
-def _prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not config_path(run_dir).is_file():
-            raise UserError(f"cannot resume: {str(run_dir)!r} is not a run; drop --resume to start a new run")
-        for torn in checkpoint_path(run_dir).parent.glob(".*.tmp"):  # left by a crash mid-write
-            torn.unlink()
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise UserError(
-                f"run directory {str(run_dir)!r} already exists; pass --resume to continue it, "
-                "--overwrite to replace it, or choose another --run-dir"
-            )
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config_path(run_dir), yaml.safe_dump(config.to_dict(), sort_keys=False))
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop metrics logged after the checkpoint so the log matches the state."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            pass  # a line torn by a crash mid-write
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
-
-
 @contextmanager
 def _stop_on_signals():
     """Turn SIGINT/SIGTERM into a flag the loop checks between steps."""
@@ -139,76 +90,92 @@ def _stop_on_signals():
             signal.signal(s, h)
 
 
-def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, tasks: TaskSource | None = None) -> dict:
+def record_given(config: Config, tasks=None, model: nn.Module | None = None, loss: Callable | None = None) -> Config:
+    """Name in the config what was given from Python instead of the recipe's, so the run's
+    ``config.yaml`` says what it was trained on and ``eval`` rebuilds it or refuses clearly."""
+    if isinstance(tasks, TaskFamily):
+        path = import_path(tasks)
+        config.task = Section("task", path, tasks.options) if path else _given("task", tasks)
+    elif tasks is not None:
+        config.task = _given("task", tasks)
+    if model is not None:
+        config.model = _given("model", model)
+    if loss is not None:
+        config.loss = import_path(loss) or f"given:{getattr(loss, '__qualname__', type(loss).__qualname__)}"
+    return config
+
+
+def _given(kind: str, obj) -> Section:
+    source = import_path(obj) or type(obj).__qualname__
+    return Section(kind, "given", lookup(kind, "given").options(source=source))
+
+
+def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          tasks: TaskFamily | TaskSource | None = None, model: nn.Module | None = None,
+          loss: Callable | None = None) -> dict:
     """Meta-train ``config`` into ``run_dir``; returns a summary (final losses, throughput).
 
-    ``tasks`` replaces the recipe's task source (any object with ``sample(n, generator)``).
+    ``tasks`` (a task family, or any object with ``sample(n, generator)``), ``model`` (any
+    ``nn.Module``) and ``loss`` (any ``loss(prediction, target) -> scalar``) replace the recipe's;
+    the run's config records their names.
     """
     run_dir = Path(run_dir)
+    config = record_given(config, tasks, model, loss)
     context = distributed.from_environment(config.train.device)
     try:
-        return _train(config, run_dir, resume, overwrite, progress, tasks, context)
+        return _train(config, run_dir, resume, overwrite, progress, context, tasks, model, loss)
     finally:
         distributed.shutdown(context)
 
 
-def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict:
-    val_tasks = tasks if tasks is not None else build_tasks(config, "val")  # bad data fails before any file is written
-    tasks = build_tasks(config) if tasks is None else tasks
+def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, given_model, given_loss) -> dict:
+    cfg = config.train
+    # ---- tasks and the run directory (bad data fails before any file is written) -------------
+    family = build_family(config, given_tasks)
+    val_tasks, train_tasks = family.tasks("val"), family.tasks("train")
     if context.is_main:
-        _prepare_run_dir(run_dir, config, resume, overwrite)
+        prepare_run_dir(run_dir, config, resume, overwrite)
     distributed.barrier(context)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    if config.train.keep_freed_memory:
-        keep_freed_memory()
-    device = distributed.process_device(config.train.device, context)
-    config.train.device = str(device)
 
-    algorithm = build_algorithm(config)
-    parameters = list(algorithm.parameters())
-    optimizer = build_optimizer(config, algorithm)
-    generator = torch.Generator().manual_seed(config.train.seed)
-    val_generator = torch.Generator().manual_seed(config.train.seed + VAL_SEED_OFFSET)
-    val_batch = val_tasks.sample(config.train.val_tasks, val_generator).to(device) if context.is_main else None
+    # ---- this process: threads, memory, device ----------------------------------------------------
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
+    device = distributed.process_device(cfg.device, context)
+    cfg.device = str(device)
+
+    # ---- algorithm, outer step, generators, validation tasks ---------------------------------
+    algorithm = build_algorithm(config, family, model=given_model, loss=given_loss)
+    outer = build_outer_step(config, algorithm, context, device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    val_generator = torch.Generator().manual_seed(cfg.seed + VAL_SEED_OFFSET)
+    val_batch = val_tasks.sample(cfg.val_tasks, val_generator).to(device) if context.is_main else None
     step, best, skipped, resumed_seconds = 0, math.inf, 0, 0.0
     metrics_path = run_dir / "metrics.jsonl"
 
+    # ---- resume from the last checkpoint ------------------------------------------------------
     if resume and not checkpoint_path(run_dir, "last").is_file():
         resume = False  # killed before its first checkpoint: start again from step 0, same result
         if context.is_main:
-            _truncate_metrics(metrics_path, 0)
+            truncate_metrics(metrics_path, 0)
     if resume:
-        payload = load_checkpoint(checkpoint_path(run_dir, "last"))
-        restore_state(algorithm, payload, checkpoint_path(run_dir, "last"))
-        try:
-            optimizer.load_state_dict(payload["optimizer"])
-            generator.set_state(payload["generator"])
-            step, best = int(payload["step"]), float(payload["best"])
-            resumed_seconds = float(payload.get("seconds", 0.0))  # training time before this resume
-        except (KeyError, ValueError, RuntimeError, TypeError) as err:
-            raise UserError(f"checkpoint {str(checkpoint_path(run_dir, 'last'))!r} is incomplete ({err}); "
-                            "resume from another checkpoint or retrain") from None
+        step, best, resumed_seconds = _restore(run_dir, algorithm, outer, generator)
         if context.is_main:
-            _truncate_metrics(metrics_path, step)
+            truncate_metrics(metrics_path, step)
     distributed.barrier(context)
-
-    saved_at = [step if resume else None]
-    fused = _compiled_step(config, algorithm, optimizer, context) if config.train.compile else None
+    saved_at = step if resume else None  # the step of the last checkpoint, for the non-finite message
 
     def checkpoint(which: str) -> None:
-        if which == "last":
-            saved_at[0] = step
         if context.is_main:
+            seconds = time.perf_counter() - started + resumed_seconds if step > started_step else resumed_seconds
             save_checkpoint(checkpoint_path(run_dir, which), {
-                "state": algorithm.state_dict(), "optimizer": optimizer.state_dict(),
-                "generator": generator.get_state(), "step": step, "best": best,
-                "seconds": time.perf_counter() - started + resumed_seconds if step > started_step else resumed_seconds,
-                "algorithm": config.algorithm.name,
+                "state": algorithm.state_dict(), **outer.state_dict(), "generator": generator.get_state(),
+                "step": step, "best": best, "seconds": seconds, "algorithm": config.algorithm.name,
             })
 
-    total = config.train.iterations
+    # ---- the loop -----------------------------------------------------------------------------------
+    total = cfg.iterations
     bar = tqdm(total=total, initial=step, desc=f"meta-train {config.algorithm.name}",
                disable=not (progress and context.is_main), dynamic_ncols=True, unit="it")
     started, started_step = time.perf_counter(), step
@@ -217,47 +184,42 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
     try:
         with _stop_on_signals() as signals:
             while step < total:
-                batch = tasks.sample(config.train.meta_batch_size, generator).to(device)
-                if fused is not None:  # meta-gradient and update in one graph; nothing moves unless finite
-                    loss_value, finite_flag = fused(batch)
-                    loss_share, finite = loss_value.item(), bool(finite_flag)
-                    metrics_share = {"query_loss": loss_share}
-                else:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss_share, metrics_share, finite = distributed.meta_gradient(
-                        algorithm, parameters, batch, context, config.train.grad_shards)
-                # one all-reduce agrees on the logged metrics, on faults, on signals and on the time limit
-                limit = config.train.time_limit_s
-                time_up = context.is_main and limit > 0 and time.perf_counter() - started >= limit
-                keys = sorted(metrics_share)
-                shared = distributed.sum_values(torch.tensor(
-                    [float(not finite), float(bool(signals)), loss_share, float(time_up)] + [metrics_share[k] for k in keys],
-                    dtype=torch.float64), context)
-                any_fault, any_signal = shared[0].item() > 0, shared[1].item() > 0
-                metrics = dict(zip(keys, shared[4:].tolist()))
-                query_loss = metrics["query_loss"]
-                if shared[3].item() > 0:
+                # one meta-update: each process computes its share of the meta-batch
+                result = outer.step(train_tasks, generator)
+
+                # every process agrees on faults, signals, the time limit and the logged metrics
+                time_up = context.is_main and cfg.time_limit_s > 0 and time.perf_counter() - started >= cfg.time_limit_s
+                flags = distributed.agree(context, {
+                    "fault": not result.finite, "signal": bool(signals), "time_up": time_up, "loss": result.loss,
+                    **{f"metric:{k}": v for k, v in result.metrics.items()}})
+                metrics = {k[len("metric:"):]: v for k, v in flags.items() if k.startswith("metric:")}
+                fault, interrupted = flags["fault"] > 0, flags["signal"] > 0
+                if flags["time_up"] > 0:
                     total = step + 1  # this is the last step: validate, log and checkpoint as at the end
-                if any_fault:
-                    if config.train.on_nonfinite == "stop":
-                        distributed.barrier(context)
-                        raise NonFiniteError(
-                            f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {shared[2].item()}); "
-                            f"stopped; the last good checkpoint is kept ({'step ' + str(saved_at[0]) if saved_at[0] is not None else 'none was written yet'}). "
-                            "Lower train.meta_lr or algorithm.inner_lr, or set train.on_nonfinite=skip"
-                        )
+
+                # apply the update, or follow the non-finite policy
+                if fault and cfg.on_nonfinite == "stop":
+                    distributed.barrier(context)
+                    kept = f"step {saved_at}" if saved_at is not None else "none was written yet"
+                    raise NonFiniteError(
+                        f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {flags['loss']}); stopped; "
+                        f"the last good checkpoint is kept ({kept}). "
+                        "Lower train.meta_lr or algorithm.inner_lr, or set train.on_nonfinite=skip")
+                if fault:
                     skipped += 1
-                    optimizer.zero_grad(set_to_none=True)
-                elif fused is None:
-                    optimizer.step()
-                step += 1
-                if not any_fault:
+                    outer.discard()
+                else:
+                    outer.commit()
+                    query_loss = metrics["query_loss"]
                     running = query_loss if running is None else 0.98 * running + 0.02 * query_loss
+                step += 1
                 bar.update(1)
+
+                # validation and logging (the main process writes)
                 if context.is_main:
-                    if any_fault:
+                    if fault:
                         log.write(json.dumps({"step": step, "split": "train", "skipped": "non-finite"}) + "\n")
-                    if step % config.train.val_every == 0 or step == total:
+                    if step % cfg.val_every == 0 or step == total:
                         val_metrics = validation_metrics(algorithm, val_batch)
                         last_val = val_metrics["query_loss"]
                         if last_val < best:
@@ -265,24 +227,30 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
                             checkpoint("best")
                         log.write(json.dumps({"step": step, "split": "val", **val_metrics,
                                               "seconds": time.perf_counter() - started + resumed_seconds}) + "\n")
-                    if step % config.train.log_every == 0 or step == total:
+                    if step % cfg.log_every == 0 or step == total:
                         elapsed = time.perf_counter() - started
                         log.write(json.dumps({"step": step, "split": "train", **metrics,
-                                              "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)}) + "\n")
+                                              "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)})
+                                  + "\n")
                         log.flush()
                         bar.set_postfix(loss=f"{running:.3f}" if running is not None else "-",
                                         val=f"{last_val:.3f}" if last_val is not None else "-")
-                if step % config.train.checkpoint_every == 0 or step == total or any_signal:
+
+                # checkpoints, and a clean stop on a signal
+                if step % cfg.checkpoint_every == 0 or step == total or interrupted:
                     if log:
                         log.flush()
+                    saved_at = step
                     checkpoint("last")
-                if any_signal:
+                if interrupted:
                     distributed.barrier(context)
                     raise Interrupted(step, run_dir, signals[0] if signals else signal.SIGTERM)
     finally:
         bar.close()
         if log:
             log.close()
+
+    # ---- summary ------------------------------------------------------------------------------------
     elapsed = time.perf_counter() - started
     summary = {
         "steps": step,
@@ -297,3 +265,18 @@ def _train(config, run_dir, resume, overwrite, progress, tasks, context) -> dict
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
     distributed.barrier(context)  # no process tears down its connections while another still uses them
     return summary
+
+
+def _restore(run_dir: Path, algorithm: Algorithm, outer, generator: torch.Generator) -> tuple[int, float, float]:
+    """Load the last checkpoint into the algorithm, the outer step and the generator; returns the
+    step, the best validation loss and the training seconds before it."""
+    path = checkpoint_path(run_dir, "last")
+    payload = load_checkpoint(path)
+    restore_state(algorithm, payload, path)
+    try:
+        outer.load_state_dict(payload)
+        generator.set_state(payload["generator"])
+        return int(payload["step"]), float(payload["best"]), float(payload.get("seconds", 0.0))
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
+        raise UserError(f"checkpoint {str(path)!r} is incomplete ({err}); resume from another checkpoint or "
+                        "retrain") from None

@@ -1,0 +1,81 @@
+"""Update rules of the inner loop: how one adaptation step turns gradients into new fast parameters.
+
+An update rule is an ``nn.Module`` (so whatever it learns is a meta-parameter, trained by the
+outer loop and saved in checkpoints) with optax's two-function shape:
+
+    state = rule.init(params)                              # per-task state before the first step
+    params, state = rule.update(grads, state, params)      # one step
+
+``params`` and ``grads`` are dicts of the parameters the inner loop moves. They may carry leading
+axes (the eager vmap path adapts every task of a meta-batch at once, with a task axis in front),
+so a rule's own tensors must broadcast against them. ``state`` is anything the rule carries from
+step to step (a step counter, an LSTM's hidden state); ``None`` when it needs none. The inner loop
+differentiates through ``update`` for second-order meta-gradients, so it must be built from
+differentiable torch operations.
+
+A rule is built as ``Rule(params, lr, steps)``: the named parameters it will move, the recipe's
+``inner_lr`` and ``inner_steps``. Recipes name it as ``algorithm.update_rule`` (``sgd``,
+``metasgd`` or ``pkg.module:Rule``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from metadapt.registry import register
+
+Params = dict[str, torch.Tensor]
+
+
+def descend(params: Params, grads: Params, step_sizes: dict[str, Any]) -> Params:
+    """The gradient step ``θ ← θ − α ⊙ g`` for every entry of ``grads`` (``α`` a number or a tensor
+    per parameter). The one place it is written."""
+    return {n: params[n] - step_sizes[n] * g for n, g in grads.items()}
+
+
+class UpdateRule(nn.Module):
+    """Base: ``init(params) -> state`` and ``update(grads, state, params) -> (params, state)``."""
+
+    def __init__(self, params: Params, lr: float, steps: int):
+        super().__init__()
+
+    def init(self, params: Params) -> Any:
+        return None
+
+    def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        raise NotImplementedError
+
+
+@register("update_rule", "sgd")
+class SGD(UpdateRule):
+    """Plain gradient descent with a fixed step size ``α`` (MAML, first-order MAML, ANIL, Reptile)."""
+
+    def __init__(self, params: Params, lr: float, steps: int = 1):
+        super().__init__(params, lr, steps)
+        self.lr = float(lr)
+
+    def update(self, grads, state, params):
+        return descend(params, grads, {n: self.lr for n in grads}), state
+
+    def extra_repr(self) -> str:
+        return f"lr={self.lr}"
+
+
+@register("update_rule", "metasgd")
+class MetaSGD(UpdateRule):
+    """Meta-SGD (Li, Zhou, Chen & Li, 2017, arXiv:1707.09835): a learned step size per parameter
+    entry, ``θ ← θ − α ⊙ g`` with ``α`` the shape of ``θ``, initialised at ``inner_lr`` and
+    meta-learned through the inner loop."""
+
+    def __init__(self, params: Params, lr: float, steps: int = 1):
+        super().__init__(params, lr, steps)
+        self.names = list(params)
+        self.lrs = nn.ParameterList(nn.Parameter(torch.full_like(p.detach(), float(lr))) for p in params.values())
+
+    def step_sizes(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.lrs))
+
+    def update(self, grads, state, params):
+        return descend(params, grads, self.step_sizes()), state
