@@ -38,7 +38,8 @@ times, faults = [], []
 for i in range(3):
     f, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
     step(batches[i % 2])
-    times.append(time.perf_counter() - t); faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
+    times.append(time.perf_counter() - t)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
 print(json.dumps({"seconds": statistics.median(times), "faults": statistics.median(faults)}))
 """
 
@@ -63,10 +64,13 @@ def adam_step_us(**options) -> float:
 
 def main() -> None:
     for mode in ("default", "keep"):
-        out = subprocess.run([sys.executable, "-c", CONV_STEP, mode, str(HERE)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, "-c", CONV_STEP, mode, str(HERE)],
+                             capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"Conv-4 MAML step, allocator {mode:7s}: {r['seconds']:.2f} s, {r['faults']:,.0f} minor page faults")
-    print(f"Adam step on the MLP: per-tensor loop {adam_step_us():.0f} µs, fused {adam_step_us(fused=True):.0f} µs")
+        print(f"Conv-4 MAML step, allocator {mode:7s}: {r['seconds']:.2f} s, "
+              f"{r['faults']:,.0f} minor page faults")
+    print(f"Adam step on the MLP: per-tensor loop {adam_step_us():.0f} µs, "
+          f"fused {adam_step_us(fused=True):.0f} µs")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Milliseconds per meta-training step of a recipe (sampling, meta-loss, backward, Adam).
+r"""Milliseconds per meta-training step of a recipe (sampling, meta-loss, backward, Adam).
 
-    python benchmarks/episode_time.py configs/omniglot/protonet.yaml task.data_dir=../shared/data/omniglot task.ways=60
+    python benchmarks/episode_time.py configs/omniglot/protonet.yaml \
+        task.data_dir=../shared/data/omniglot task.ways=60
 
 Median of ``--steps`` steps after 5 warm-up steps; a measurement, not a test.
 """
@@ -18,7 +19,8 @@ from metadapt.training.trainer import build_optimizer
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--steps", type=int, default=20)
@@ -36,8 +38,9 @@ def main() -> None:
         optimizer.step()
         if i >= 5:
             times.append(time.perf_counter() - start)
-    print(f"{config.algorithm.name}, {config.task.ways}-way {config.task.shots}-shot, {config.task.queries} queries, "
-          f"meta-batch {config.train.meta_batch_size}: {1000 * statistics.median(times):.0f} ms per step "
+    print(f"{config.algorithm.name}, {config.task.ways}-way {config.task.shots}-shot, "
+          f"{config.task.queries} queries, meta-batch {config.train.meta_batch_size}: "
+          f"{1000 * statistics.median(times):.0f} ms per step "
           f"(median of {args.steps}, {torch.get_num_threads()} threads)")
 
 

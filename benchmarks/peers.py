@@ -8,11 +8,11 @@ PyTorch loop and a JAX ``jit``+``vmap`` reference, on identical settings, in one
 Every (case, contender) pair runs in its own subprocess, so imports, compile caches and the
 allocator of one cannot help or hurt another; the repeats of a case alternate between its
 contenders' processes (one computes while the others wait), so a slower minute of a shared
-machine falls on every contender alike instead of on whichever ran then. A "meta-iteration" is the whole training step:
-the meta-gradient over the meta-batch and one Adam update of the meta-parameters. Each repeat
-times ``n`` consecutive meta-iterations on pre-built batches, ``n`` chosen after warm-up so that a
-repeat lasts at least a second (thousands of iterations for the compiled and JAX contenders, one
-for Conv-4); after the warm-up repeats (which
+machine falls on every contender alike instead of on whichever ran then. A "meta-iteration" is
+the whole training step: the meta-gradient over the meta-batch and one Adam update of the
+meta-parameters. Each repeat times ``n`` consecutive meta-iterations on pre-built batches, ``n``
+chosen after warm-up so that a repeat lasts at least a second (thousands of iterations for the
+compiled and JAX contenders, one for Conv-4); after the warm-up repeats (which
 include any compile time, reported separately), the median repeat gives the speed and the
 fastest and slowest repeats its range. Peak memory is the highest resident set size sampled
 every millisecond during one more, untimed repeat (the sampling thread would slow the timed ones
@@ -54,8 +54,8 @@ CASES = {
 }
 CONTENDERS = {
     "sine": ["metadapt", "metadapt-compiled", "learn2learn", "higher", "torchopt", "plain-loop", "jax"],
-    # learn2learn-keepmem: learn2learn in a process with metadapt's allocator settings (metadapt/allocator.py),
-    # to show how much of the Conv-4 difference those settings make
+    # learn2learn-keepmem: learn2learn in a process with metadapt's allocator settings
+    # (metadapt/allocator.py), to show how much of the Conv-4 difference those settings make
     "conv": ["metadapt", "learn2learn", "learn2learn-keepmem", "higher", "torchopt", "plain-loop"],
     "proto": ["metadapt", "plain-loop"],
 }
@@ -106,7 +106,6 @@ def build_step(contender: str, kind: str, first_order, steps: int, device, plain
     """Returns ``(step, params)``: ``step(batch)`` computes the meta-gradient over the meta-batch
     and takes one Adam step (one SGD step of size 1 with ``plain_sgd``, so that the change of
     ``params()`` is the meta-gradient: ``--check`` compares it across contenders)."""
-    import torch
 
     if contender == "jax":
         return build_jax_step(kind, first_order, steps, plain_sgd)
@@ -162,8 +161,8 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
 
         keep_freed_memory()  # as `metadapt train` does (train.keep_freed_memory, on by default)
 
-        algorithm = MAML(model, loss="mse" if kind == "sine" else "cross_entropy", inner_lr=lr, inner_steps=steps,
-                         first_order=first_order)
+        algorithm = MAML(model, loss="mse" if kind == "sine" else "cross_entropy", inner_lr=lr,
+                         inner_steps=steps, first_order=first_order)
         # the trainer's optimizer (training/trainer.py build_optimizer): Adam's fused kernel
         opt = torch.optim.SGD(algorithm.parameters(), lr=1.0) if plain_sgd else \
             torch.optim.Adam(algorithm.parameters(), 1e-3, fused=True)
@@ -259,7 +258,8 @@ def _torch_step(contender, kind, first_order, steps, device, model, plain_sgd):
                     grads = torch.autograd.grad(loss, p)
                     updates, state = sgd.update(grads, state, inplace=False)
                     p = torchopt.apply_updates(p, updates, inplace=False)
-                (loss_fn(functional_call(model, dict(zip(names, p)), (qx[i],)), qy[i]) / sx.shape[0]).backward()
+                (loss_fn(functional_call(model, dict(zip(names, p)), (qx[i],)), qy[i])
+                 / sx.shape[0]).backward()
             opt.step()
         return step
 
@@ -296,7 +296,8 @@ def build_jax_step(kind: str, first_order: bool, steps: int, plain_sgd: bool = F
 
     model = make_model("sine", "cpu")
     params = {n: jnp.asarray(p.detach().numpy()) for n, p in model.named_parameters()}
-    layers = sorted({n.rsplit(".", 1)[0] for n in params}, key=lambda s: [int(t) if t.isdigit() else t for t in s.split(".")])
+    layers = sorted({n.rsplit(".", 1)[0] for n in params},
+                    key=lambda s: [int(t) if t.isdigit() else t for t in s.split(".")])
     lr = SETTINGS["sine"]["inner_lr"]
 
     def forward(p, x):
@@ -329,7 +330,8 @@ def build_jax_step(kind: str, first_order: bool, steps: int, plain_sgd: bool = F
         m = jax.tree_util.tree_map(lambda a, b: 0.9 * a + 0.1 * b, m, g)
         v = jax.tree_util.tree_map(lambda a, b: 0.999 * a + 0.001 * b * b, v, g)
         p = jax.tree_util.tree_map(
-            lambda w, a, b: w - 1e-3 * (a / (1 - 0.9 ** t)) / (jnp.sqrt(b / (1 - 0.999 ** t)) + 1e-8), p, m, v)
+            lambda w, a, b: w - 1e-3 * (a / (1 - 0.9 ** t)) / (jnp.sqrt(b / (1 - 0.999 ** t)) + 1e-8),
+            p, m, v)
         return p, m, v, t, loss
 
     state = {"p": params, "m": jax.tree_util.tree_map(jnp.zeros_like, params),
@@ -478,7 +480,8 @@ def measure_growth(device: str) -> list[dict]:
                 algorithm.adapt_tasks(batch.support_x, batch.support_y, steps).predict(batch.query_x)
             if i in (100, 1000):
                 gc.collect()
-                readings[i] = (torch.cuda.memory_allocated() if device.startswith("cuda") else rss_bytes()) / 2**20
+                readings[i] = (torch.cuda.memory_allocated() if device.startswith("cuda")
+                               else rss_bytes()) / 2**20
         rows.append({"label": label, "mb_100": readings[100], "mb_1000": readings[1000],
                      "growth": readings[1000] / readings[100] - 1})
     return rows
@@ -512,7 +515,8 @@ def machine(device: str) -> str:
         import torch
 
         return torch.cuda.get_device_name()
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                  if line.startswith("model name")), "?")
     return f"{model}, {os.cpu_count()} cores"
 
 
@@ -528,7 +532,8 @@ def agreement(cases, contenders, device, timeout) -> dict:
             cmd = [sys.executable, __file__, "--one-check", case, name, "--device", device]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
             if proc.returncode == 0:
-                grads[name] = np.concatenate([np.asarray(g) for g in json.loads(proc.stdout.strip().splitlines()[-1])])
+                grads[name] = np.concatenate(
+                    [np.asarray(g) for g in json.loads(proc.stdout.strip().splitlines()[-1])])
         if "metadapt" in grads:
             ref = grads["metadapt"]
             scale = float(np.abs(ref).max())
@@ -591,7 +596,8 @@ def _failure(proc) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
@@ -599,10 +605,12 @@ def main() -> None:
     parser.add_argument("--no-growth", action="store_true", help="skip the 1,000-iteration memory check")
     parser.add_argument("--timeout", type=float, default=1200)
     parser.add_argument("--threads", type=int, default=0,
-                        help="intra-op threads for every contender (torch; XLA single-threaded when 1); 0: defaults")
+                        help="intra-op threads for every contender (torch; XLA single-threaded when 1); "
+                             "0: defaults")
     parser.add_argument("--serve", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--one-check", nargs=2, metavar=("CASE", "CONTENDER"), help=argparse.SUPPRESS)
-    parser.add_argument("--report-only", action="store_true", help="rebuild RESULTS.md and the chart from the JSON files")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild RESULTS.md and the chart from the JSON files")
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error("--repeats must be at least 5 (the median of at least 5 repeats is reported)")

@@ -24,7 +24,8 @@ def _table(record: dict) -> list[str]:
     failed = [r for r in record["rows"] if "error" in r]
     cases = [c for c in CASE_TITLES if any(r["case"] == c for r in record["rows"])]
     lines = [
-        "| case | contender | meta-iterations/s (median) | min–max | × learn2learn | peak memory MB | first call s |",
+        "| case | contender | meta-iterations/s (median) | min–max | × learn2learn | peak memory MB "
+        "| first call s |",
         "|---|---|---|---|---|---|---|",
     ]
     for case in cases:
@@ -38,7 +39,8 @@ def _table(record: dict) -> list[str]:
             unit = UNIT.get(case, "")
             lines.append(
                 f"| {CASE_TITLES[case]} | {r['contender']} | {_speed(r):.3g} {unit} | "
-                f"{1 / r['max']:.3g}–{1 / r['min']:.3g} | {ratio} | {r['peak_memory_mb']:.0f} | {r['first_call_s']:.2f} |")
+                f"{1 / r['max']:.3g}–{1 / r['min']:.3g} | {ratio} | {r['peak_memory_mb']:.0f} | "
+                f"{r['first_call_s']:.2f} |")
         for r in failed:
             if r["case"] == case:
                 lines.append(f"| {CASE_TITLES[case]} | {r['contender']} | failed: {r['error']} | | | | |")
@@ -49,8 +51,8 @@ def _growth(record: dict) -> list[str]:
     if not record.get("growth"):
         return []
     unit = "allocated MB" if record["device"].startswith("cuda") else "resident MB"
-    lines = ["", f"Memory over a long run ({unit} after 100 and after 1,000 meta-iterations or adaptations):", "",
-             "| run | after 100 | after 1,000 | growth |", "|---|---|---|---|"]
+    lines = ["", f"Memory over a long run ({unit} after 100 and after 1,000 meta-iterations or adaptations):",
+             "", "| run | after 100 | after 1,000 | growth |", "|---|---|---|---|"]
     for g in record["growth"]:
         lines.append(f"| {g['label']} | {g['mb_100']:.0f} | {g['mb_1000']:.0f} | {100 * g['growth']:+.1f}% |")
     return lines
@@ -76,7 +78,8 @@ def _chart(records: list[dict], path: Path) -> None:
     record = records[0]
     rows = [r for r in record["rows"] if "error" not in r]
     cases = [c for c in CASE_TITLES if c != "proto" and any(r["case"] == c for r in rows)]
-    order = ["metadapt-compiled", "metadapt", "jax", "plain-loop", "torchopt", "higher", "learn2learn-keepmem", "learn2learn"]
+    order = ["metadapt-compiled", "metadapt", "jax", "plain-loop", "torchopt", "higher",
+             "learn2learn-keepmem", "learn2learn"]
     contenders = [c for c in order
                   if any(r["contender"] == c for r in rows)]
     fig, ax = plt.subplots(figsize=(11, 4.5))
@@ -106,25 +109,36 @@ def write_report(folder: Path) -> Path:
     records.sort(key=lambda r: r["device"] != "cpu")
     lines = ["# Benchmarks: metadapt beside learn2learn, higher, TorchOpt and JAX", "",
              "Written by `benchmarks/peers.py` (see its docstring for the method); rebuild with the command",
-             "under each table. A meta-iteration is the meta-gradient over the whole meta-batch plus one Adam step.",
-             "Sinusoid: MLP 1-40-40-1, meta-batch 25, 10 support + 10 query points, inner lr 0.01. Conv-4: 64",
+             "under each table. "
+             "A meta-iteration is the meta-gradient over the whole meta-batch plus one Adam step.",
+             "Sinusoid: MLP 1-40-40-1, meta-batch 25, 10 support + 10 query points, "
+             "inner lr 0.01. Conv-4: 64",
              "filters, BatchNorm on batch statistics, meta-batch 32, 5 support + 75 query images of 1×28×28,",
-             "inner lr 0.4. ProtoNet: Conv-4 embedding, 5-way 1-shot, 15 queries per class, one episode per step.",
-             "Median of the timed repeats after warm-up (each repeat at least a second of consecutive meta-iterations),",
-             "the repeats of a case alternating between its contenders' processes; min–max is the slowest and fastest",
-             "repeat; peak memory is sampled on one more, untimed repeat; \"first call\" includes any compile time",
-             "(short when Inductor's cache is warm from an earlier run). metadapt runs as its trainer does (fused Adam,",
-             "`train.keep_freed_memory`); learn2learn-keepmem is learn2learn in a process with those allocator settings.", ""]
+             "inner lr 0.4. "
+             "ProtoNet: Conv-4 embedding, 5-way 1-shot, 15 queries per class, one episode per step.",
+             "Median of the timed repeats after warm-up "
+             "(each repeat at least a second of consecutive meta-iterations),",
+             "the repeats of a case alternating between its contenders' processes; "
+             "min–max is the slowest and fastest",
+             "repeat; peak memory is sampled on one more, untimed repeat; "
+             "\"first call\" includes any compile time",
+             "(short when Inductor's cache is warm from an earlier run). "
+             "metadapt runs as its trainer does (fused Adam,",
+             "`train.keep_freed_memory`); "
+             "learn2learn-keepmem is learn2learn in a process with those allocator settings.", ""]
     for record in records:
         title = "CPU" if record["device"] == "cpu" else f"GPU ({record['machine']})"
         versions = ", ".join(f"{k} {v}" for k, v in record["versions"].items())
-        lines += [f"## {title}", "", f"Machine: {record['machine']}; threads per contender: {record.get('threads', 'default')}, "
-                  f"CPU cores used: {record.get('affinity', '?')}. Date: {record['date']}. Versions: {versions}.",
+        lines += [f"## {title}", "",
+                  f"Machine: {record['machine']}; threads per contender: {record.get('threads', 'default')}, "
+                  f"CPU cores used: {record.get('affinity', '?')}. Date: {record['date']}. "
+                  f"Versions: {versions}.",
                   f"Command: `{record['command']}`.", ""]
         lines += _table(record) + _checks(record) + _growth(record) + [""]
     if not any(r["device"] != "cpu" for r in records):
         lines += ["## GPU", "", "Not measured yet: on a machine with a GPU, run",
-                  "`python benchmarks/peers.py --device cuda` in the benchmark environment; it adds this table.", ""]
+                  "`python benchmarks/peers.py --device cuda` in the benchmark environment; "
+                  "it adds this table.", ""]
     if records:
         _chart(records, folder / "speed.png")
         lines += ["![speed relative to learn2learn](speed.png)", ""]

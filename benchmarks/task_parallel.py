@@ -23,7 +23,8 @@ from metadapt.tasks import SinusoidTasks
 
 def time_strategy(strategy: str, first_order: bool, steps: int, iterations: int, repeats: int) -> list[float]:
     torch.manual_seed(0)
-    algo = MAML(MLP(1, [40, 40], 1), inner_lr=0.01, inner_steps=steps, first_order=first_order, task_parallel=strategy)
+    algo = MAML(MLP(1, [40, 40], 1), inner_lr=0.01, inner_steps=steps, first_order=first_order,
+                task_parallel=strategy)
     opt = torch.optim.Adam(algo.parameters(), lr=1e-3)
     tasks, gen = SinusoidTasks(shots=10, queries=10), torch.Generator().manual_seed(0)
 
@@ -41,14 +42,16 @@ def time_strategy(strategy: str, first_order: bool, steps: int, iterations: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}")
     print("| case | vmap it/s (median, min–max) | loop it/s (median, min–max) | vmap / loop |")
     print("|---|---|---|---|")
     for first_order in (False, True):
@@ -60,7 +63,8 @@ def main() -> None:
                 medians[strategy] = statistics.median(rates)
                 cells.append(f"{medians[strategy]:.0f} ({min(rates):.0f}–{max(rates):.0f})")
             name = f"{'first' if first_order else 'second'}-order, {steps} step{'s' if steps > 1 else ''}"
-            print(f"| {name} | {cells[0]} | {cells[1]} | {medians['vmap'] / medians['loop']:.1f}× |", flush=True)
+            print(f"| {name} | {cells[0]} | {cells[1]} | {medians['vmap'] / medians['loop']:.1f}× |",
+                  flush=True)
 
 
 if __name__ == "__main__":

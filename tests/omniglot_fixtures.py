@@ -42,4 +42,5 @@ def make_archives(root: Path, alphabets=2, characters=3, drawers=6, extra_entrie
     splits.mkdir(parents=True, exist_ok=True)
     for subset, names in lines.items():
         (splits / f"{subset}.txt").write_text("\n".join(names) + "\n")
-    return {f"{a}.zip": [{"sha256": file_digests(root / f"{a}.zip")["sha256"]}] for a in ("images_background", "images_evaluation")}
+    return {f"{a}.zip": [{"sha256": file_digests(root / f"{a}.zip")["sha256"]}]
+            for a in ("images_background", "images_evaluation")}

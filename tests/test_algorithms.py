@@ -39,7 +39,8 @@ def test_adapt_is_plain_sgd_on_the_support_set_and_leaves_the_model_alone(strate
 def test_adapt_tasks_builds_no_graph(sine_batch64):
     maml = MAML(MLP(1, [16, 16], 1).double())
     adapted = maml.adapt_tasks(sine_batch64.support_x, sine_batch64.support_y, 3)
-    assert all(not p.requires_grad and p.grad_fn is None for step in adapted.trajectory for p in step.values())
+    assert all(not p.requires_grad and p.grad_fn is None
+               for step in adapted.trajectory for p in step.values())
     assert adapted.predict(sine_batch64.query_x).shape == sine_batch64.query_y.shape
 
 
@@ -47,8 +48,10 @@ def test_reptile_pseudo_gradient_is_init_minus_mean_adapted_weights(sine_batch64
     torch.manual_seed(0)
     reptile = Reptile(MLP(1, [8], 1).double(), inner_lr=0.05, inner_steps=3)
     loss, metrics = reptile.meta_loss(sine_batch64)
-    grads = dict(zip([n for n, _ in reptile.model.named_parameters()], torch.autograd.grad(loss, list(reptile.model.parameters()))))
-    adapted = [sgd_steps(reptile.model, sine_batch64.support_x[i], sine_batch64.support_y[i], 0.05, 3) for i in range(4)]
+    grads = dict(zip([n for n, _ in reptile.model.named_parameters()],
+                     torch.autograd.grad(loss, list(reptile.model.parameters()))))
+    adapted = [sgd_steps(reptile.model, sine_batch64.support_x[i], sine_batch64.support_y[i], 0.05, 3)
+               for i in range(4)]
     for n, p in reptile.model.named_parameters():
         mean = torch.stack([a[n].detach() for a in adapted]).mean(0)
         torch.testing.assert_close(grads[n], p.detach() - mean, rtol=1e-10, atol=1e-12)
@@ -70,7 +73,8 @@ def test_scratch_gives_each_task_its_own_reproducible_init(sine_batch64):
     a = scratch.initial_params(sine_batch64.support_x, sine_batch64.support_y)
     assert torch.equal(torch.random.get_rng_state(), state)  # the global generator is untouched
     assert not torch.equal(a["0.weight"][0], a["0.weight"][1])
-    b = scratch.initial_params(sine_batch64.support_x[2:], sine_batch64.support_y[2:])  # same task, same init, any batch
+    # same task, same init, any batch
+    b = scratch.initial_params(sine_batch64.support_x[2:], sine_batch64.support_y[2:])
     assert torch.equal(a["0.weight"][2], b["0.weight"][0])
     with pytest.raises(RuntimeError, match="nothing to meta-train"):
         scratch.meta_loss(sine_batch64)

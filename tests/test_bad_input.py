@@ -19,8 +19,10 @@ TINY = ["train.iterations=20", "train.meta_batch_size=4", "train.val_every=10", 
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     assert main(["train", RECIPE, *TINY, "--run-dir", str(root / "maml"), "--no-progress"]) == 0
-    assert main(["train", RECIPE, *TINY, "algorithm.name=metasgd", "--run-dir", str(root / "metasgd"), "--no-progress"]) == 0
-    assert main(["train", RECIPE, *TINY, "model.hidden=[4]", "--run-dir", str(root / "small"), "--no-progress"]) == 0
+    assert main(["train", RECIPE, *TINY, "algorithm.name=metasgd", "--run-dir", str(root / "metasgd"),
+                 "--no-progress"]) == 0
+    assert main(["train", RECIPE, *TINY, "model.hidden=[4]", "--run-dir", str(root / "small"),
+                 "--no-progress"]) == 0
     return root
 
 
@@ -50,41 +52,63 @@ def csv(tmp, name, text):
 
 
 def adapt(runs, tmp, support="1,2\n2,3\n", query="0\n", extra=()):
-    return ["adapt", str(runs / "maml"), "--support", csv(tmp, "s.csv", support), "--query", csv(tmp, "q.csv", query), *extra]
+    return ["adapt", str(runs / "maml"), "--support", csv(tmp, "s.csv", support),
+            "--query", csv(tmp, "q.csv", query), *extra]
 
 
 CASES = {
     # recipes and overrides
-    "unknown key": (lambda r, t: ["train", RECIPE, "train.itrations=5"], "unknown config key 'train.itrations'; did you mean train.iterations?"),
-    "unknown section": (lambda r, t: ["train", csv(t, "r.yaml", "trian:\n  seed: 1\n")], "unknown config key 'trian'; did you mean train?"),
-    "wrong type": (lambda r, t: ["train", RECIPE, "train.meta_batch_size=big"], "train.meta_batch_size must be an integer, got 'big'"),
-    "out of range": (lambda r, t: ["train", RECIPE, "train.meta_lr=-0.001"], "train.meta_lr must be positive, got -0.001"),
-    "bad choice": (lambda r, t: ["train", RECIPE, "task.preset=cosine"], "task.preset must be one of maml, founding; got 'cosine'"),
+    "unknown key": (lambda r, t: ["train", RECIPE, "train.itrations=5"],
+                    "unknown config key 'train.itrations'; did you mean train.iterations?"),
+    "unknown section": (lambda r, t: ["train", csv(t, "r.yaml", "trian:\n  seed: 1\n")],
+                        "unknown config key 'trian'; did you mean train?"),
+    "wrong type": (lambda r, t: ["train", RECIPE, "train.meta_batch_size=big"],
+                   "train.meta_batch_size must be an integer, got 'big'"),
+    "out of range": (lambda r, t: ["train", RECIPE, "train.meta_lr=-0.001"],
+                     "train.meta_lr must be positive, got -0.001"),
+    "bad choice": (lambda r, t: ["train", RECIPE, "task.preset=cosine"],
+                   "task.preset must be one of maml, founding; got 'cosine'"),
     "inconsistent": (lambda r, t: ["train", RECIPE, "algorithm.name=fomaml", "algorithm.first_order=false"],
                      "algorithm.first_order=False contradicts algorithm.name=fomaml"),
-    "not the method's option": (lambda r, t: ["train", RECIPE, "algorithm.name=reptile", "algorithm.update_rule=metasgd"],
-                                "unknown config key 'algorithm.update_rule'; reptile takes inner_lr, inner_steps"),
-    "compile unsupported": (lambda r, t: ["train", RECIPE, "algorithm.name=reptile", "train.compile=true"],
-                            "train.compile=true covers the MAML family (maml, fomaml, metasgd, anil), not reptile"),
-    "no gpu": (lambda r, t: ["train", RECIPE, *TINY, "train.device=cuda", "--run-dir", str(t / "gpu")], "no CUDA device is available"),
-    "invalid yaml": (lambda r, t: ["train", csv(t, "r.yaml", "train: {seed: 1\n")], "is not valid YAML at line"),
+    "not the method's option": (
+        lambda r, t: ["train", RECIPE, "algorithm.name=reptile", "algorithm.update_rule=metasgd"],
+        "unknown config key 'algorithm.update_rule'; reptile takes inner_lr, inner_steps"),
+    "compile unsupported": (
+        lambda r, t: ["train", RECIPE, "algorithm.name=reptile", "train.compile=true"],
+        "train.compile=true covers the MAML family (maml, fomaml, metasgd, anil), not reptile"),
+    "no gpu": (lambda r, t: ["train", RECIPE, *TINY, "train.device=cuda", "--run-dir", str(t / "gpu")],
+               "no CUDA device is available"),
+    "invalid yaml": (lambda r, t: ["train", csv(t, "r.yaml", "train: {seed: 1\n")],
+                     "is not valid YAML at line"),
     "missing recipe": (lambda r, t: ["train", str(t / "none.yaml")], "recipe"),
-    "existing run": (lambda r, t: ["train", RECIPE, *TINY, "--run-dir", str(r / "maml")], "already exists; pass --resume"),
-    "resume nothing": (lambda r, t: ["train", "--resume", "--run-dir", str(t / "none")], "does not exist; train one with"),
+    "existing run": (lambda r, t: ["train", RECIPE, *TINY, "--run-dir", str(r / "maml")],
+                     "already exists; pass --resume"),
+    "resume nothing": (lambda r, t: ["train", "--resume", "--run-dir", str(t / "none")],
+                       "does not exist; train one with"),
     # CSV input to adapt
     "csv wrong columns": (lambda r, t: adapt(r, t, support="1,2,3\n"), "line 1 has 3 columns; expected 2"),
-    "csv non-numeric": (lambda r, t: adapt(r, t, support="x,y\n1,2\n3,abc\n"), "line 3 has a non-numeric cell 'abc'"),
+    "csv non-numeric": (lambda r, t: adapt(r, t, support="x,y\n1,2\n3,abc\n"),
+                        "line 3 has a non-numeric cell 'abc'"),
     "csv nan": (lambda r, t: adapt(r, t, support="1,2\n3,NaN\n"), "line 2 has a non-finite value 'NaN'"),
     "csv empty": (lambda r, t: adapt(r, t, support=""), "is empty"),
     "csv header only": (lambda r, t: adapt(r, t, support="x,y\n"), "has a header but no data rows"),
     "csv query dims": (lambda r, t: adapt(r, t, query="1,2,3\n"), "query file"),
-    "csv missing": (lambda r, t: ["adapt", str(r / "maml"), "--support", str(t / "no.csv"), "--query", str(t / "no.csv")], "support file"),
+    "csv missing": (
+        lambda r, t: ["adapt", str(r / "maml"), "--support", str(t / "no.csv"), "--query", str(t / "no.csv")],
+        "support file"),
     "negative steps": (lambda r, t: adapt(r, t, extra=["--steps", "-1"]), "--steps must be >= 0"),
     # checkpoints
-    "truncated checkpoint": (lambda r, t: ["eval", str(transplant(r, t, (r / "maml/checkpoints/last.pt").read_bytes()[:300]))], "is corrupt or truncated"),
-    "other algorithm": (lambda r, t: ["eval", str(transplant(r, t, (r / "metasgd/checkpoints/last.pt").read_bytes()))], "was written by metasgd"),
-    "other model shape": (lambda r, t: ["eval", str(transplant(r, t, (r / "small/checkpoints/last.pt").read_bytes()))], "does not match this run's algorithm and model"),
-    "malicious pickle": (lambda r, t: ["eval", str(evil_checkpoint(r, t))], "refusing to load it, as that could run code"),
+    "truncated checkpoint": (
+        lambda r, t: ["eval", str(transplant(r, t, (r / "maml/checkpoints/last.pt").read_bytes()[:300]))],
+        "is corrupt or truncated"),
+    "other algorithm": (
+        lambda r, t: ["eval", str(transplant(r, t, (r / "metasgd/checkpoints/last.pt").read_bytes()))],
+        "was written by metasgd"),
+    "other model shape": (
+        lambda r, t: ["eval", str(transplant(r, t, (r / "small/checkpoints/last.pt").read_bytes()))],
+        "does not match this run's algorithm and model"),
+    "malicious pickle": (lambda r, t: ["eval", str(evil_checkpoint(r, t))],
+                         "refusing to load it, as that could run code"),
     # run directories
     "missing run": (lambda r, t: ["eval", str(t / "nowhere")], "does not exist"),
     "not a run": (lambda r, t: ["eval", str(t)], "is not a metadapt run (no config.yaml)"),
@@ -101,7 +125,8 @@ def test_bad_input(case, runs, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert message in err, err
     assert err.startswith("metadapt: error: ") and err.count("\n") == 1
-    assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == before  # nothing the user had changed
+    # nothing the user had changed
+    assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == before
     assert not (tmp_path / "PWNED").exists()
 
 
@@ -119,16 +144,17 @@ OMNIGLOT = str(ROOT / "configs/omniglot/protonet.yaml")
 
 
 def omniglot_args(data_dir, run_dir, *overrides):
-    return ["train", OMNIGLOT, f"task.data_dir={data_dir}", "task.download=false", "train.iterations=2", *overrides,
-            "--run-dir", str(run_dir), "--no-progress"]
+    return ["train", OMNIGLOT, f"task.data_dir={data_dir}", "task.download=false", "train.iterations=2",
+            *overrides, "--run-dir", str(run_dir), "--no-progress"]
 
 
 def broken_data(kind, tmp, monkeypatch):
     """An Omniglot data folder with one defect; the archives' checksums are accepted unless the
     defect is the checksum itself."""
+    from omniglot_fixtures import make_archives, png
+
     import metadapt.datasets.omniglot as omniglot
     from metadapt.datasets.archives import file_digests
-    from omniglot_fixtures import make_archives, png
 
     monkeypatch.setenv("METADAPT_CACHE", str(tmp / "cache"))
     data = tmp / "data"
@@ -136,7 +162,8 @@ def broken_data(kind, tmp, monkeypatch):
         data.mkdir()
         return data
     extra = {"traversal": [("../../escape.png", png(1))],
-             "undecodable": [("images_background/backgroundAlpha0/character01/9999_99.png", b"\x89PNG broken")]}.get(kind, [])
+             "undecodable": [("images_background/backgroundAlpha0/character01/9999_99.png",
+                              b"\x89PNG broken")]}.get(kind, [])
     sums = make_archives(data, extra_entries=extra)
     if kind == "truncated":
         path = data / "images_background.zip"

@@ -16,13 +16,15 @@ TINY = ["train.iterations=40", "train.meta_batch_size=5", "train.val_every=20", 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "maml"
-    assert main(["train", str(ROOT / "configs/sinusoid/maml.yaml"), *TINY, "--run-dir", str(path), "--no-progress"]) == 0
+    assert main(["train", str(ROOT / "configs/sinusoid/maml.yaml"), *TINY, "--run-dir", str(path),
+                 "--no-progress"]) == 0
     return path
 
 
 def run_cli(*args, cwd=None):
     """Run the real executable: exit status, and stderr without a traceback."""
-    proc = subprocess.run([sys.executable, "-m", "metadapt", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "metadapt", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -39,10 +41,13 @@ def test_train_eval_adapt_happy_path(run_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "5-shot (12 tasks)" in out and "scratch" not in out
 
-    support = write(tmp_path / "support.csv", "x,y\n" + "".join(f"{x},{2 * torch.sin(torch.tensor(x - 1.0)).item()}\n" for x in (-4, -2, 0, 1, 3)))
+    support = write(tmp_path / "support.csv",
+                    "x,y\n" + "".join(f"{x},{2 * torch.sin(torch.tensor(x - 1.0)).item()}\n"
+                                      for x in (-4, -2, 0, 1, 3)))
     query = write(tmp_path / "query.csv", "x\n-1\n0.5\n2\n")
     out_csv = tmp_path / "pred.csv"
-    assert main(["adapt", str(run_dir), "--support", str(support), "--query", str(query), "--steps", "5", "--output", str(out_csv)]) == 0
+    assert main(["adapt", str(run_dir), "--support", str(support), "--query", str(query), "--steps", "5",
+                 "--output", str(out_csv)]) == 0
     lines = out_csv.read_text().splitlines()
     assert lines[0] == "x,prediction" and len(lines) == 4
     assert "3 predictions written" in capsys.readouterr().out

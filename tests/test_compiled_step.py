@@ -2,13 +2,13 @@
 ``torch.func`` and the update of ``torch.optim.Adam``/``SGD``, fused in one compiled graph."""
 import pytest
 import torch
+from test_training import small
 
 import metadapt
 from metadapt.models import MLP
 from metadapt.tasks import SinusoidTasks, TaskBatch
 from metadapt.training import train
 from metadapt.training.compiled import CompiledMetaStep
-from test_training import small
 
 
 def batches(n=3):
@@ -28,7 +28,8 @@ def make(**kwargs):
                                                ({"first_order": True, "adapt_only": "head"}, "sgd")],
                          ids=["maml-adam", "metasgd-adam", "fo-anil-sgd"])
 def test_compiled_step_equals_eager_step(variant, optimizer):
-    opt = (lambda p: torch.optim.Adam(p, 1e-2)) if optimizer == "adam" else (lambda p: torch.optim.SGD(p, 1e-2))
+    opt = ((lambda p: torch.optim.Adam(p, 1e-2)) if optimizer == "adam"
+           else (lambda p: torch.optim.SGD(p, 1e-2)))
     eager, compiled = make(**variant), make(**variant)
     eager_opt, compiled_opt = opt(eager.parameters()), opt(compiled.parameters())
     step = CompiledMetaStep(compiled, compiled_opt)
@@ -42,8 +43,10 @@ def test_compiled_step_equals_eager_step(variant, optimizer):
         torch.testing.assert_close(fused_loss, loss.detach(), rtol=1e-12, atol=1e-12)
     for a, b in zip(eager.parameters(), compiled.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
-    if optimizer == "adam":  # the optimizer state is the eager optimizer's, so checkpoints are interchangeable
-        for sa, sb in zip(eager_opt.state_dict()["state"].values(), compiled_opt.state_dict()["state"].values()):
+    # the optimizer state is the eager optimizer's, so checkpoints are interchangeable
+    if optimizer == "adam":
+        for sa, sb in zip(eager_opt.state_dict()["state"].values(),
+                          compiled_opt.state_dict()["state"].values()):
             assert sa.keys() == sb.keys()
             for key in sa:
                 torch.testing.assert_close(sa[key], sb[key], rtol=1e-12, atol=1e-20)
@@ -61,7 +64,8 @@ def test_non_finite_step_changes_nothing():
     _, finite = step(bad)
     assert not bool(finite)
     assert all(torch.equal(before[k], v) for k, v in algorithm.state_dict().items())
-    assert all(torch.equal(state_before[k], v) for k, v in optimizer.state[next(algorithm.parameters())].items())
+    assert all(torch.equal(state_before[k], v)
+               for k, v in optimizer.state[next(algorithm.parameters())].items())
 
 
 def test_unsupported_algorithms_and_optimizers_are_refused():

@@ -10,7 +10,8 @@ RECIPES = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
 
 def test_defaults_are_the_maml_paper_sinusoid_setting():
     c = Config()
-    assert (c.task.shots, c.model.hidden, c.algorithm.inner_lr, c.algorithm.inner_steps) == (10, [40, 40], 0.01, 1)
+    assert ((c.task.shots, c.model.hidden, c.algorithm.inner_lr, c.algorithm.inner_steps)
+            == (10, [40, 40], 0.01, 1))
     assert (c.train.meta_batch_size, c.train.meta_lr, c.train.optimizer) == (25, 0.001, "adam")
 
 
@@ -21,7 +22,8 @@ def test_every_recipe_loads(recipe):
 
 
 def test_overrides_are_typed_and_nested():
-    c = build_config({"algorithm": {"name": "anil"}}, ["train.meta_lr=3e-4", "eval.shots=[5, 10]", "algorithm.inner_steps=2"])
+    c = build_config({"algorithm": {"name": "anil"}},
+                     ["train.meta_lr=3e-4", "eval.shots=[5, 10]", "algorithm.inner_steps=2"])
     assert c.train.meta_lr == 3e-4 and c.eval.shots == [5, 10] and c.algorithm.inner_steps == 2
     assert parse_override("a.b=x") == {"a": {"b": "x"}}
 

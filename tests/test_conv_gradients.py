@@ -2,13 +2,12 @@
 task-parallel path against a plain per-task autograd loop and finite differences."""
 import pytest
 import torch
+from test_gradients import grads_of, reference_meta_loss_fn
 from torch import nn
 
 from metadapt.algorithms import MAML
 from metadapt.models import Conv4
 from metadapt.tasks import TaskBatch
-
-from test_gradients import grads_of, reference_meta_loss_fn
 
 
 def image_batch(tasks=2, ways=3, shots=1, queries=2, seed=0):
@@ -22,8 +21,8 @@ def image_batch(tasks=2, ways=3, shots=1, queries=2, seed=0):
 
 def conv_maml(strategy, steps, first_order=False, downsample="pool"):
     torch.manual_seed(0)
-    return MAML(Conv4(1, 4, out_features=3, downsample=downsample).double(), loss="cross_entropy", inner_lr=0.4,
-                inner_steps=steps, first_order=first_order, task_parallel=strategy)
+    return MAML(Conv4(1, 4, out_features=3, downsample=downsample).double(), loss="cross_entropy",
+                inner_lr=0.4, inner_steps=steps, first_order=first_order, task_parallel=strategy)
 
 
 @pytest.mark.parametrize("downsample", ["pool", "stride"])

@@ -1,7 +1,8 @@
 """N-way K-shot episodes: invariants as properties, and refusals that name the numbers."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metadapt.errors import UserError
 from metadapt.tasks.episodes import Episodes
@@ -20,7 +21,8 @@ def test_episode_invariants(ways, shots, queries, tasks, seed, ragged):
     data = dataset(per_class=10, ragged=ragged)
     source = Episodes(data, ways=ways, shots=shots, queries=queries)
     batch = source.sample(tasks, torch.Generator().manual_seed(seed))
-    assert batch.support_x.shape == (tasks, ways * shots, 1) and batch.query_x.shape == (tasks, ways * queries, 1)
+    assert (batch.support_x.shape == (tasks, ways * shots, 1)
+            and batch.query_x.shape == (tasks, ways * queries, 1))
     assert batch.support_y.dtype == torch.int64
     for t in range(tasks):
         sy, qy = batch.support_y[t], batch.query_y[t]
@@ -41,5 +43,6 @@ def test_episode_invariants(ways, shots, queries, tasks, seed, ragged):
 def test_refusals_name_the_numbers():
     with pytest.raises(UserError, match="asked for 13-way episodes but the dataset has only 12 classes"):
         Episodes(dataset(), ways=13, shots=1, queries=1)
-    with pytest.raises(UserError, match=r"asked for 5 shots \+ 4 queries = 9 examples per class, but class 'class0' has only 8"):
+    with pytest.raises(UserError, match=r"asked for 5 shots \+ 4 queries = 9 examples per class, "
+                                        r"but class 'class0' has only 8"):
         Episodes(dataset(), ways=5, shots=5, queries=4)

@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from metadapt.algorithms import MAML
+from metadapt.config import build_config
 from metadapt.evaluation import adaptation_curve, evaluate_run, mean_ci, steps_to_target
 from metadapt.evaluation.report import comparison_table, speed_table
 from metadapt.models import MLP
 from metadapt.training import load, train
-from metadapt.config import build_config
 
 
 def test_mean_ci_matches_hand_computation():
@@ -34,7 +34,8 @@ def test_adaptation_curve_matches_per_task_adaptation(sine_batch64):
     for i in range(4):
         adapted = maml.adapt(sine_batch64.support_x[i], sine_batch64.support_y[i], steps=3)
         for k in range(4):
-            expected = nn.functional.mse_loss(adapted.predict(sine_batch64.query_x[i], step=k), sine_batch64.query_y[i])
+            expected = nn.functional.mse_loss(adapted.predict(sine_batch64.query_x[i], step=k),
+                                              sine_batch64.query_y[i])
             torch.testing.assert_close(curve[i, k], expected)
 
 
@@ -43,7 +44,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     common = ["train.iterations=200", "train.meta_batch_size=10", "train.val_every=100", "train.val_tasks=20",
               "eval.tasks=30", "eval.shots=[5, 10]", "eval.queries=20", "eval.steps=10"]
-    train(build_config(None, common + ["algorithm.name=maml", "train.meta_lr=0.003"]), root / "maml", progress=False)
+    train(build_config(None, common + ["algorithm.name=maml", "train.meta_lr=0.003"]), root / "maml",
+          progress=False)
     train(build_config(None, common + ["algorithm.name=pretrain"]), root / "pretrain", progress=False)
     return root
 
@@ -58,7 +60,8 @@ def test_evaluate_run_writes_results_figures_and_report(trained):
     # after 200 meta-iterations MAML already adapts better in one step than the pretrained net
     assert methods["maml"]["mean"][1] < methods["pretrain"]["mean"][1]
     saved = json.loads((trained / "maml" / "eval" / "results.json").read_text())
-    assert saved["settings"]["10-shot"]["methods"]["scratch"]["mean"] == results["settings"]["10-shot"]["methods"]["scratch"]["mean"]
+    assert (saved["settings"]["10-shot"]["methods"]["scratch"]["mean"]
+            == results["settings"]["10-shot"]["methods"]["scratch"]["mean"])
     for png in ["adaptation_curves.png", "example_fits_5shot.png", "example_fits_10shot.png"]:
         data = (trained / "maml" / "plots" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -72,10 +75,12 @@ def test_same_test_tasks_for_every_method(trained):
     run = load(trained / "maml")
     a = evaluate_run(run, [], tasks=10, steps=2, progress=False)
     b = evaluate_run(run, [], tasks=10, steps=2, progress=False)
-    assert a["settings"]["5-shot"]["methods"]["maml"]["mean"] == b["settings"]["5-shot"]["methods"]["maml"]["mean"]
+    assert (a["settings"]["5-shot"]["methods"]["maml"]["mean"]
+            == b["settings"]["5-shot"]["methods"]["maml"]["mean"])
 
 
 def test_diverged_curves_are_shown_as_such():
-    results = {"metric": "mse", "steps": 1, "targets": [1.0], "settings": {"5-shot": {"tasks": 2, "queries": 3, "methods": {
-        "metasgd": {"mean": [3.0, float("nan")], "ci95": [0.1, float("nan")], "steps_to_target": {"1.0": None}}}}}}
+    results = {"metric": "mse", "steps": 1, "targets": [1.0], "settings": {"5-shot": {
+        "tasks": 2, "queries": 3, "methods": {"metasgd": {
+            "mean": [3.0, float("nan")], "ci95": [0.1, float("nan")], "steps_to_target": {"1.0": None}}}}}}
     assert "diverged" in comparison_table(results)

@@ -92,11 +92,13 @@ def test_first_order_equals_loop_with_detached_inner_gradients(strategy, steps, 
     assert diff > 1e-4
 
 
-@pytest.mark.parametrize("variant", [{}, {"first_order": True}, {"update_rule": "metasgd"}, {"adapt_only": "head"}])
+@pytest.mark.parametrize("variant", [{}, {"first_order": True}, {"update_rule": "metasgd"},
+                                     {"adapt_only": "head"}])
 def test_vectorised_meta_batch_equals_per_task_loop(variant, sine_batch64):
     results = []
     for strategy in ("vmap", "loop"):
-        algo = make(lambda: MLP(1, [16, 16], 1), inner_lr=0.05, inner_steps=2, task_parallel=strategy, **variant)
+        algo = make(lambda: MLP(1, [16, 16], 1), inner_lr=0.05, inner_steps=2, task_parallel=strategy,
+                    **variant)
         loss, _ = algo.meta_loss(sine_batch64)
         results.append((loss, grads_of(loss, algo)))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-12, atol=1e-12)
@@ -107,7 +109,8 @@ def test_anil_adapts_only_the_head_but_meta_learns_the_body(sine_batch64):
     anil = make(tanh_net, inner_lr=0.1, inner_steps=2, adapt_only="head")
     assert anil.adapted_names == ["4.weight", "4.bias"]
     loss, _ = anil.meta_loss(sine_batch64)
-    ref = reference_meta_loss(anil.model, sine_batch64, 0.1, 2, first_order=False, adapted=["4.weight", "4.bias"])
+    ref = reference_meta_loss(anil.model, sine_batch64, 0.1, 2, first_order=False,
+                              adapted=["4.weight", "4.bias"])
     grads = grads_of(loss, anil)
     assert_all_close(grads, grads_of(ref, anil), rtol=1e-10, atol=1e-12)
     assert grads[0].abs().sum() > 0  # the body's first layer is meta-learned
@@ -139,7 +142,8 @@ def test_metasgd_step_sizes_get_gradients_match_fd_and_change(sine_batch64):
     assert all(not torch.equal(b, a.detach()) for b, a in zip(before, msgd.update_rule.lrs))
 
 
-@pytest.mark.parametrize("variant", [{}, {"first_order": True, "update_rule": "metasgd"}], ids=["maml", "fo-metasgd"])
+@pytest.mark.parametrize("variant", [{}, {"first_order": True, "update_rule": "metasgd"}],
+                         ids=["maml", "fo-metasgd"])
 def test_compiled_meta_loss_equals_eager(variant, sine_batch64):
     """The opt-in ``torch.compile`` path computes the same loss and meta-gradient."""
     eager = make(lambda: MLP(1, [16, 16], 1), inner_lr=0.05, inner_steps=2, task_parallel="vmap", **variant)

@@ -19,7 +19,8 @@ def test_protonet_logits_equal_a_hand_computation():
     logits = ProtoNet(nn.Identity()).task_logits(SUPPORT_X, SUPPORT_Y, QUERY_X)
     # prototypes: class 0 -> (1, 0), class 1 -> (0, 5)
     expected = -torch.tensor([[(1 - 1) ** 2 + (1 - 0) ** 2, (1 - 0) ** 2 + (1 - 5) ** 2],
-                              [(0 - 1) ** 2 + (3 - 0) ** 2, (0 - 0) ** 2 + (3 - 5) ** 2]], dtype=torch.float32)
+                              [(0 - 1) ** 2 + (3 - 0) ** 2, (0 - 0) ** 2 + (3 - 5) ** 2]],
+                             dtype=torch.float32)
     torch.testing.assert_close(logits, expected)
 
 
@@ -46,7 +47,8 @@ def test_matching_cosine_scale_sharpens_the_attention_and_is_learned():
         MatchingNet(nn.Identity(), 2, cosine_scale=0.0)
 
 
-@pytest.mark.parametrize("make", [lambda: ProtoNet(Conv4(1, 8)), lambda: MatchingNet(Conv4(1, 8), 8, fce=True, fce_steps=2),
+@pytest.mark.parametrize("make", [lambda: ProtoNet(Conv4(1, 8)),
+                                  lambda: MatchingNet(Conv4(1, 8), 8, fce=True, fce_steps=2),
                                   lambda: MatchingNet(Conv4(1, 8), 8, cosine_scale=10.0)],
                          ids=["protonet", "matching-fce", "matching-scaled"])
 def test_meta_loss_trains_and_adapt_predicts(make):

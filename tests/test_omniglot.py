@@ -3,19 +3,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from omniglot_fixtures import make_archives, png
 
 import metadapt.datasets.omniglot as omniglot
 from metadapt.datasets.archives import file_digests, safe_extract
 from metadapt.datasets.omniglot import load_omniglot
 from metadapt.errors import UserError
-from omniglot_fixtures import make_archives, png
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 
 
 def test_loads_decodes_rotates_and_caches(tmp_path, monkeypatch):
     sums = make_archives(tmp_path / "data")
-    kw = dict(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", allow_download=False, progress=False, checksums=sums)
+    kw = dict(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", allow_download=False, progress=False,
+              checksums=sums)
     train = load_omniglot("train", **kw)
     assert len(train) == 2 * 2 * 4  # 2 alphabets x 2 non-val characters x 4 rotations
     images = train["backgroundAlpha0/character02/rot000"]
@@ -23,7 +24,8 @@ def test_loads_decodes_rotates_and_caches(tmp_path, monkeypatch):
     assert 0 <= images.min() and images.max() <= 1 and images.mean() < 0.5  # strokes bright on dark
     assert torch.equal(train["backgroundAlpha0/character02/rot090"], torch.rot90(images, 1, dims=(2, 3)))
     assert list((tmp_path / "cache").glob("omniglot-28-*.npz"))
-    monkeypatch.setattr(omniglot, "_decode", lambda *a: pytest.fail("decoded again instead of using the cache"))
+    monkeypatch.setattr(omniglot, "_decode",
+                        lambda *a: pytest.fail("decoded again instead of using the cache"))
     assert len(load_omniglot("test", **kw)) == 2 * 3 * 4
     assert len(load_omniglot("trainval", **kw)) == 2 * 3 * 4
     background = load_omniglot("train", split="background", **kw)
@@ -31,7 +33,8 @@ def test_loads_decodes_rotates_and_caches(tmp_path, monkeypatch):
 
 
 def kwargs(tmp_path, sums):
-    return dict(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", allow_download=False, progress=False, checksums=sums)
+    return dict(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", allow_download=False,
+                progress=False, checksums=sums)
 
 
 def test_wrong_checksum_is_refused(tmp_path):
@@ -70,7 +73,9 @@ def test_safe_extract_extracts_a_clean_archive(tmp_path):
 
 
 def test_image_that_does_not_decode_is_refused(tmp_path):
-    sums = make_archives(tmp_path / "data", extra_entries=[("images_evaluation/evalAlpha0/character01/9999_99.png", b"not a png")])
+    sums = make_archives(tmp_path / "data",
+                         extra_entries=[("images_evaluation/evalAlpha0/character01/9999_99.png",
+                                         b"not a png")])
     with pytest.raises(UserError, match="does not decode"):
         load_omniglot("test", **kwargs(tmp_path, sums))
 
@@ -102,9 +107,9 @@ def test_protonet_trains_and_evaluates_end_to_end_on_the_shared_copy(tmp_path, m
     monkeypatch.setenv("METADAPT_CACHE", str(tmp_path / "cache"))
     recipe = str(Path(__file__).parent.parent / "configs/omniglot/protonet.yaml")
     run = tmp_path / "run"
-    args = ["train", recipe, f"task.data_dir={SHARED}", "task.download=false", "task.ways=5", "train.iterations=30",
-            "train.val_every=15", "train.val_tasks=10", "train.checkpoint_every=15", "model.filters=16",
-            "--run-dir", str(run), "--no-progress"]
+    args = ["train", recipe, f"task.data_dir={SHARED}", "task.download=false", "task.ways=5",
+            "train.iterations=30", "train.val_every=15", "train.val_tasks=10", "train.checkpoint_every=15",
+            "model.filters=16", "--run-dir", str(run), "--no-progress"]
     assert main(args) == 0
     logged = [__import__("json").loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(0 <= r["accuracy"] <= 1 for r in logged if r["split"] == "train")

@@ -46,12 +46,13 @@ def logged_step(run_dir: Path) -> int:
 def start(run_dir, env=None, script=None):
     cmd = [sys.executable, script or "-m", *([] if script else ["metadapt"]), "train", RECIPE, *SETTINGS,
            "--run-dir", str(run_dir), "--no-progress"]
-    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def resume(run_dir):
-    proc = subprocess.run([sys.executable, "-m", "metadapt", "train", "--resume", "--run-dir", str(run_dir), "--no-progress"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "metadapt", "train", "--resume", "--run-dir", str(run_dir),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -75,7 +76,8 @@ def test_sigkill_at_any_moment_then_resume_is_bit_identical(tmp_path, reference,
 @pytest.mark.parametrize("kill_at_save", [1, 4])
 def test_sigkill_during_a_checkpoint_write_keeps_the_last_good_one(tmp_path, reference, kill_at_save):
     run_dir = tmp_path / "run"
-    proc = start(run_dir, env={"KILL_AT_SAVE": str(kill_at_save)}, script=str(ROOT / "tests/killable_train.py"))
+    proc = start(run_dir, env={"KILL_AT_SAVE": str(kill_at_save)},
+                 script=str(ROOT / "tests/killable_train.py"))
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert list((run_dir / "checkpoints").glob(".*.tmp")), "the torn temporary file should be there"
@@ -121,7 +123,8 @@ class PoisonedTasks:
 def test_nan_stops_the_run_and_the_last_good_checkpoint_loads(tmp_path):
     from metadapt.tasks import SinusoidTasks
     config = build_config(None, SETTINGS)
-    with pytest.raises(NonFiniteError, match=r"non-finite meta-loss or meta-gradient at step 73 .*last good checkpoint is kept \(step 50\)"):
+    with pytest.raises(NonFiniteError, match=r"non-finite meta-loss or meta-gradient at step 73 "
+                                             r".*last good checkpoint is kept \(step 50\)"):
         train(config, tmp_path / "run", progress=False, tasks=PoisonedTasks(SinusoidTasks(), 73))
     state = final_state(tmp_path / "run")
     assert state["step"] == 50 and all(torch.isfinite(v).all() for v in state["state"].values())
@@ -140,19 +143,21 @@ def test_nan_step_is_skipped_when_asked(tmp_path):
 
 @pytest.mark.parametrize("algorithm", ["maml", "reptile"])
 def test_two_processes_under_torchrun_match_one(tmp_path, algorithm):
-    settings = [s for s in SETTINGS if not s.startswith("train.iterations")] + ["train.iterations=20", f"algorithm.name={algorithm}"]
+    settings = ([s for s in SETTINGS if not s.startswith("train.iterations")]
+                + ["train.iterations=20", f"algorithm.name={algorithm}"])
     one = tmp_path / "one"
     train(build_config(None, settings), one, progress=False)
     two = tmp_path / "two"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "metadapt",
-           "train", RECIPE, *settings, "--run-dir", str(two), "--no-progress"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "metadapt", "train", RECIPE, *settings, "--run-dir", str(two), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = final_state(one), final_state(two)
     assert a["step"] == b["step"] == 20
     diff = max((a["state"][k] - b["state"][k]).abs().max().item() for k in a["state"])
     assert diff <= 1e-6
-    assert proc.stdout.count("trained maml") + proc.stdout.count("trained reptile") == 1  # rank 0 alone reports
+    # rank 0 alone reports
+    assert proc.stdout.count("trained maml") + proc.stdout.count("trained reptile") == 1
 
 
 @pytest.mark.parametrize("algorithm", ["protonet", "maml"])
@@ -161,12 +166,15 @@ def test_gradient_shards_make_two_processes_bit_identical_to_one(tmp_path, algor
     # the number of processes, so even Adam (which magnifies roundoff on parameters whose true
     # gradient is zero, e.g. a BatchNorm shift that ProtoNet's distances ignore) ends bit-identical.
     script = str(ROOT / "tests/train_synthetic_episodes.py")
-    settings = ["train.iterations=6", "train.meta_batch_size=4", "train.val_every=3", "train.checkpoint_every=3",
-                f"algorithm.name={algorithm}", "train.grad_shards=2"] + (["algorithm.inner_lr=0.4"] if algorithm == "maml" else [])
-    one = subprocess.run([sys.executable, script, str(tmp_path / "one"), *settings], capture_output=True, text=True, timeout=300)
+    settings = (["train.iterations=6", "train.meta_batch_size=4", "train.val_every=3",
+                 "train.checkpoint_every=3", f"algorithm.name={algorithm}", "train.grad_shards=2"]
+                + (["algorithm.inner_lr=0.4"] if algorithm == "maml" else []))
+    one = subprocess.run([sys.executable, script, str(tmp_path / "one"), *settings], capture_output=True,
+                         text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
-                          str(tmp_path / "two"), *settings], capture_output=True, text=True, timeout=300)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          script, str(tmp_path / "two"), *settings],
+                         capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = final_state(tmp_path / "one"), final_state(tmp_path / "two")
     assert a["step"] == b["step"] == 6

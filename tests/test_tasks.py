@@ -2,13 +2,15 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metadapt.tasks import SinusoidTasks, TaskBatch
 
 
 @settings(max_examples=25, deadline=None)
-@given(shots=st.integers(1, 20), queries=st.integers(1, 20), tasks=st.integers(1, 8), seed=st.integers(0, 2**31))
+@given(shots=st.integers(1, 20), queries=st.integers(1, 20), tasks=st.integers(1, 8),
+       seed=st.integers(0, 2**31))
 def test_sinusoid_shapes_ranges_and_truth(shots, queries, tasks, seed):
     source = SinusoidTasks(shots=shots, queries=queries)
     b = source.sample(tasks, torch.Generator().manual_seed(seed))

@@ -25,9 +25,11 @@ def states_equal(a, b):
 def test_same_seed_gives_the_same_run_twice(tmp_path):
     train(small(), tmp_path / "a", progress=False)
     train(small(), tmp_path / "b", progress=False)
-    assert states_equal(load(tmp_path / "a", "last").algorithm.state_dict(), load(tmp_path / "b", "last").algorithm.state_dict())
+    assert states_equal(load(tmp_path / "a", "last").algorithm.state_dict(),
+                        load(tmp_path / "b", "last").algorithm.state_dict())
     train(small(60, "train.seed=1"), tmp_path / "c", progress=False)
-    assert not states_equal(load(tmp_path / "a", "last").algorithm.state_dict(), load(tmp_path / "c", "last").algorithm.state_dict())
+    assert not states_equal(load(tmp_path / "a", "last").algorithm.state_dict(),
+                            load(tmp_path / "c", "last").algorithm.state_dict())
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "metasgd", "reptile"])
@@ -38,7 +40,8 @@ def test_resume_continues_to_the_same_parameters(tmp_path, algorithm):
     a = load(tmp_path / "straight", "last").algorithm.state_dict()
     b = load(tmp_path / "resumed", "last").algorithm.state_dict()
     assert states_equal(a, b)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"]
+             for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["split"] == "train"]
     assert steps == sorted(set(steps)) == list(range(10, 61, 10))
 
@@ -87,4 +90,5 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
     payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert payload["step"] == summary["steps"]
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert logged[-1]["step"] == summary["steps"] and any(r["split"] == "val" and r["step"] == summary["steps"] for r in logged)
+    assert (logged[-1]["step"] == summary["steps"]
+            and any(r["split"] == "val" and r["step"] == summary["steps"] for r in logged))

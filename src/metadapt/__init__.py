@@ -9,11 +9,11 @@ from metadapt.algorithms import (MAML, SGD, Adapted, AdaptedModel, Algorithm, Gr
                                  Pretrain, ProtoNet, Reptile, Scratch, UpdateRule, use_batch_statistics)
 from metadapt.config import Config, build_config, config_from_file
 from metadapt.errors import UserError
+from metadapt.evaluation import evaluate_run
 from metadapt.models import MLP
 from metadapt.registry import register
 from metadapt.tasks import SinusoidTasks, TaskBatch, TaskFamily
 from metadapt.training import Run, load, train
-from metadapt.evaluation import evaluate_run  # noqa: E402  (evaluation builds on training)
 
 __version__ = "0.1.0"
 __all__ = [

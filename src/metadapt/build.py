@@ -4,8 +4,9 @@ model, a loss, a task source or family) take the place of the recipe's."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

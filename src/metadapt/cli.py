@@ -188,6 +188,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # recipes name users' classes by import path from here, as python -m does
     parser = make_parser()
     args = parser.parse_args(argv)
     try:

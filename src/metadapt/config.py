@@ -214,8 +214,17 @@ def resolve(raw: dict[str, Any], legacy: bool = False) -> Config:
 
 def validate(config: Config) -> Config:
     """Checks across sections: each component may refuse a combination (``check_config``)."""
+    from metadapt.algorithms.base import Algorithm
+    from metadapt.tasks.family import TaskFamily
+
     check(config.train, "train.")
     check(config.eval, "eval.")
+    for section, base, what in ((config.task, TaskFamily, "a task family"), (config.algorithm, Algorithm, "an algorithm")):
+        target = section.entry.target
+        if not (isinstance(target, type) and issubclass(target, base)):
+            key = f"{section.kind}.{registry.NAME_KEY[section.kind]}"
+            raise UserError(f"{key}={section.name} is not {what} (a subclass of {base.__name__}); see docs/design.md, "
+                            f"'How to add {what}'")
     for section in (config.task, config.model, config.algorithm):
         hook = getattr(section.entry.target, "check_config", None)
         if hook is not None:

@@ -1,9 +1,13 @@
-"""One module per method, each registering its recipe name(s) (``metadapt.registry``)."""
+"""One module per method, each registering its recipe name(s) (``metadapt.registry``).
+
+The order of the imports below is the order in which recipes' errors list the names.
+"""
+# ruff: noqa: I001
 from metadapt.algorithms.base import Adapted, AdaptedModel, Algorithm
 from metadapt.algorithms.gradient import GradientLearner, use_batch_statistics
-from metadapt.algorithms.maml import MAML  # the order of imports is the order recipes' names are listed
+from metadapt.algorithms.maml import MAML
 from metadapt.algorithms.reptile import Reptile
-from metadapt.algorithms.baselines import Pretrain, Scratch  # noqa: I001
+from metadapt.algorithms.baselines import Pretrain, Scratch
 from metadapt.algorithms.protonet import ProtoNet
 from metadapt.algorithms.matching import MatchingNet
 from metadapt.algorithms.update_rules import SGD, MetaSGD, UpdateRule

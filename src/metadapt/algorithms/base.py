@@ -1,7 +1,8 @@
 """The two objects every algorithm provides: a meta-loss for training, an adapted model for use."""
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -105,7 +106,7 @@ class Algorithm(nn.Module):
         return f"`{self.name_in_config or self.name}`"
 
     @classmethod
-    def from_config(cls, options, parts) -> "Algorithm":
+    def from_config(cls, options, parts) -> Algorithm:
         """Build from a recipe: ``options`` are the ``algorithm:`` section's (a dataclass, or a dict
         for a class without ``Options``); ``parts`` (:class:`metadapt.build.Parts`) gives the task
         family, the loss, and the model built under the run's seed."""

@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ class Pretrain(GradientLearner):
     Options = PretrainOptions
 
     @classmethod
-    def from_config(cls, options, parts) -> "Pretrain":
+    def from_config(cls, options, parts) -> Pretrain:
         """A classification family's model is a classifier over every training class."""
         outputs = parts.family.num_classes("train") if parts.family.classification else None
         model = parts.seeded(lambda: parts.model(outputs) if outputs else parts.model())

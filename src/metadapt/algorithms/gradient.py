@@ -34,8 +34,9 @@ layer; :func:`use_batch_statistics` switches a model's BatchNorm layers to the p
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -327,7 +328,7 @@ class GradientLearner(Algorithm):
 
     # ----- construction from a recipe -----------------------------------------------------
     @classmethod
-    def from_config(cls, options, parts) -> "GradientLearner":
+    def from_config(cls, options, parts) -> GradientLearner:
         """Build from the recipe's options; ``parts`` gives the seeded model and the loss."""
         return cls(parts.seeded(parts.model), loss=parts.loss, **vars(options))
 

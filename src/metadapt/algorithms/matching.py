@@ -42,7 +42,7 @@ class MatchingNet(MetricLearner):
     Options = MatchingOptions
 
     @classmethod
-    def from_config(cls, options, parts) -> "MatchingNet":
+    def from_config(cls, options, parts) -> MatchingNet:
         """The encoder under the run's seed, the LSTMs and scale under the next one."""
         encoder = parts.seeded(lambda: parts.model(None))
         return parts.seeded(lambda: cls(encoder, encoder.embedding_dim, options.fce, options.fce_steps,

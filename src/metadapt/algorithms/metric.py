@@ -17,7 +17,7 @@ class SupportMemory:
 
     steps = 0
 
-    def __init__(self, algorithm: "MetricLearner", support_x: torch.Tensor, support_y: torch.Tensor, batched: bool):
+    def __init__(self, algorithm: MetricLearner, support_x: torch.Tensor, support_y: torch.Tensor, batched: bool):
         self.algorithm, self.support_x, self.support_y, self.batched = algorithm, support_x, support_y, batched
 
     @torch.no_grad()
@@ -35,7 +35,7 @@ class MetricLearner(Algorithm):
     classifies = True
 
     @classmethod
-    def from_config(cls, options, parts) -> "MetricLearner":
+    def from_config(cls, options, parts) -> MetricLearner:
         """The model is an embedding (no head), built under the run's seed."""
         kwargs = vars(options) if not isinstance(options, dict) else options
         return cls(parts.seeded(lambda: parts.model(None)), **kwargs)

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from metadapt.algorithms import Algorithm  # noqa: E402
-from metadapt.tasks import SinusoidTasks  # noqa: E402
 from metadapt.files import atomic_write_bytes  # noqa: E402
+from metadapt.tasks import SinusoidTasks  # noqa: E402
 
 PALETTE = [f"C{i}" for i in range(10)]  # matplotlib's default cycle (tab10), by the method's position
 

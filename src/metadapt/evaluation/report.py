@@ -6,7 +6,6 @@ from pathlib import Path
 
 from metadapt.files import atomic_write_text
 
-
 UNITS = {"accuracy": "accuracy %", "mse": "MSE", "loss": "query loss"}
 
 

@@ -20,7 +20,6 @@ from torch import nn
 from metadapt.options import option
 from metadapt.registry import register
 
-
 DOWNSAMPLE = ("pool", "stride")
 
 
@@ -77,7 +76,7 @@ class Conv4(nn.Sequential):
     Options = Conv4Options
 
     @classmethod
-    def from_options(cls, options: Conv4Options, input_shape: tuple[int, ...], outputs: int | None) -> "Conv4":
+    def from_options(cls, options: Conv4Options, input_shape: tuple[int, ...], outputs: int | None) -> Conv4:
         return cls(input_shape[0], options.filters, out_features=outputs, image_size=input_shape[-1],
                    downsample=options.downsample)
 

@@ -48,7 +48,7 @@ class MLP(nn.Sequential):
     Options = MLPOptions
 
     @classmethod
-    def from_options(cls, options: MLPOptions, input_shape: tuple[int, ...], outputs: int | None) -> "MLP":
+    def from_options(cls, options: MLPOptions, input_shape: tuple[int, ...], outputs: int | None) -> MLP:
         if len(input_shape) != 1:
             raise UserError(f"model.name=mlp takes vector inputs; these tasks' inputs have shape {input_shape}")
         if outputs is None:

@@ -38,14 +38,14 @@ class TaskBatch:
     def num_tasks(self) -> int:
         return self.support_x.shape[0]
 
-    def to(self, device: torch.device | str) -> "TaskBatch":
+    def to(self, device: torch.device | str) -> TaskBatch:
         info = None if self.info is None else {k: v.to(device) for k, v in self.info.items()}
         return TaskBatch(
             self.support_x.to(device), self.support_y.to(device),
             self.query_x.to(device), self.query_y.to(device), info,
         )
 
-    def __getitem__(self, index: slice | int) -> "TaskBatch":
+    def __getitem__(self, index: slice | int) -> TaskBatch:
         """Select tasks along the task axis (an int keeps the axis, length 1)."""
         if isinstance(index, int):
             index = slice(index, index + 1)

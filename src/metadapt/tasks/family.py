@@ -21,9 +21,10 @@ name with ``@register("task", "lines")``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -144,7 +145,7 @@ class GivenTasks(TaskFamily):
         self.outputs = self.options.outputs
 
     @classmethod
-    def wrap(cls, source: TaskSource) -> "GivenTasks":
+    def wrap(cls, source: TaskSource) -> GivenTasks:
         return cls(GivenOptions(import_path(source) or type(source).__qualname__), source)
 
     def tasks(self, split="train", shots=None, queries=None, ways=None) -> TaskSource:

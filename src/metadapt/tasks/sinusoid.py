@@ -51,7 +51,7 @@ class SinusoidTasks:
                 raise ValueError(f"sinusoid {name} range must have low <= high, got ({lo}, {hi})")
 
     @classmethod
-    def preset(cls, name: str, shots: int = 10, queries: int = 10) -> "SinusoidTasks":
+    def preset(cls, name: str, shots: int = 10, queries: int = 10) -> SinusoidTasks:
         if name not in PRESETS:
             raise ValueError(f"unknown sinusoid preset {name!r}; choose one of {sorted(PRESETS)}")
         return cls(shots=shots, queries=queries, **PRESETS[name])

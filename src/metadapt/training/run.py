@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import yaml
@@ -44,8 +44,9 @@ def read_run_config(run_dir: str | Path) -> Config:
     return resolve(data, legacy=True)
 
 
-def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool) -> None:
-    """Check ``run_dir`` against ``resume`` / ``overwrite`` and record the resolved config."""
+def prepare_run_dir(run_dir: Path, config: dict, resume: bool, overwrite: bool) -> None:
+    """Check ``run_dir`` against ``resume`` / ``overwrite`` and record the resolved config
+    (``Config.to_dict()``)."""
     if resume:
         if not config_path(run_dir).is_file():
             raise UserError(f"cannot resume: {str(run_dir)!r} is not a run; drop --resume to start a new run")
@@ -59,7 +60,7 @@ def prepare_run_dir(run_dir: Path, config: Config, resume: bool, overwrite: bool
             )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config_path(run_dir), yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(config_path(run_dir), yaml.safe_dump(config, sort_keys=False))
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -139,7 +140,7 @@ def load(run_dir: str | Path, which: str = "best", device: str | None = None, mo
         path = checkpoint_path(run_dir, "last")
     if config.model.name == "given" and model is None:
         raise UserError(f"run {str(run_dir)!r} was trained with a model given from Python "
-                        f"({config.model.options.get('source', '?')}); load it with metadapt.load(RUN, model=...)")
+                        f"({config.model.source}); load it with metadapt.load(RUN, model=...)")
     family = build_family(config, tasks)
     payload = load_checkpoint(path)
     algorithm = build_algorithm(config, family, model=model, loss=loss)

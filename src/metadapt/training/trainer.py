@@ -16,9 +16,9 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -31,7 +31,8 @@ from metadapt.config import Config, Section
 from metadapt.errors import UserError
 from metadapt.files import atomic_write_text
 from metadapt.registry import import_path, lookup
-from metadapt.tasks import TaskBatch, TaskFamily, TaskSource
+from metadapt.tasks import GivenTasks, TaskBatch, TaskFamily, TaskSource
+from metadapt.tasks.family import GivenOptions
 from metadapt.training import distributed
 from metadapt.training.checkpoint import load_checkpoint, save_checkpoint
 from metadapt.training.run import checkpoint_path, prepare_run_dir, restore_state, truncate_metrics
@@ -92,22 +93,25 @@ def _stop_on_signals():
 
 def record_given(config: Config, tasks=None, model: nn.Module | None = None, loss: Callable | None = None) -> Config:
     """Name in the config what was given from Python instead of the recipe's, so the run's
-    ``config.yaml`` says what it was trained on and ``eval`` rebuilds it or refuses clearly."""
-    if isinstance(tasks, TaskFamily):
-        path = import_path(tasks)
-        config.task = Section("task", path, tasks.options) if path else _given("task", tasks)
-    elif tasks is not None:
-        config.task = _given("task", tasks)
+    ``config.yaml`` says what it was trained on and ``eval`` rebuilds it or refuses clearly. A
+    family that cannot be imported back, or a plain task source, is recorded as ``given`` with the
+    shapes it produces, so the run's model can be rebuilt without it."""
+    if tasks is not None:
+        family = tasks if isinstance(tasks, TaskFamily) else GivenTasks.wrap(tasks)
+        path = import_path(family) if isinstance(tasks, TaskFamily) else None
+        if path is not None:
+            config.task = Section("task", path, family.options)
+        else:
+            config.task = Section("task", "given", GivenOptions(
+                source=import_path(tasks) or type(tasks).__qualname__, input_shape=list(family.input_shape),
+                outputs=int(family.outputs), classification=bool(family.classification),
+                shots=int(getattr(family.options, "shots", 1))))
     if model is not None:
-        config.model = _given("model", model)
+        source = import_path(model) or type(model).__qualname__
+        config.model = Section("model", "given", lookup("model", "given").options(source=source))
     if loss is not None:
         config.loss = import_path(loss) or f"given:{getattr(loss, '__qualname__', type(loss).__qualname__)}"
     return config
-
-
-def _given(kind: str, obj) -> Section:
-    source = import_path(obj) or type(obj).__qualname__
-    return Section(kind, "given", lookup(kind, "given").options(source=source))
 
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True,
@@ -130,24 +134,25 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: 
 
 def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, given_model, given_loss) -> dict:
     cfg = config.train
-    # ---- tasks and the run directory (bad data fails before any file is written) -------------
+    # ---- everything the run needs, built and checked before any file is written -----------------
     family = build_family(config, given_tasks)
     val_tasks, train_tasks = family.tasks("val"), family.tasks("train")
-    if context.is_main:
-        prepare_run_dir(run_dir, config, resume, overwrite)
-    distributed.barrier(context)
+    recorded = config.to_dict()  # the device as the user wrote it, not this process's
+    device = distributed.process_device(cfg.device, context)
+    cfg.device = str(device)
+    algorithm = build_algorithm(config, family, model=given_model, loss=given_loss)
+    outer = build_outer_step(config, algorithm, context, device)
 
-    # ---- this process: threads, memory, device ----------------------------------------------------
+    # ---- the run directory, and this process's threads and memory --------------------------------
+    if context.is_main:
+        prepare_run_dir(run_dir, recorded, resume, overwrite)
+    distributed.barrier(context)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.keep_freed_memory:
         keep_freed_memory()
-    device = distributed.process_device(cfg.device, context)
-    cfg.device = str(device)
 
-    # ---- algorithm, outer step, generators, validation tasks ---------------------------------
-    algorithm = build_algorithm(config, family, model=given_model, loss=given_loss)
-    outer = build_outer_step(config, algorithm, context, device)
+    # ---- generators and validation tasks -----------------------------------------------------------
     generator = torch.Generator().manual_seed(cfg.seed)
     val_generator = torch.Generator().manual_seed(cfg.seed + VAL_SEED_OFFSET)
     val_batch = val_tasks.sample(cfg.val_tasks, val_generator).to(device) if context.is_main else None
