@@ -66,7 +66,8 @@ class LineFamily(TaskFamily):
 def main(iterations: int = 2000, run_dir: str = "runs/lines-python") -> None:
     model = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 1))   # any nn.Module
     config = metadapt.build_config({"name": "lines-python", "algorithm": {"name": "maml", "inner_lr": 0.1}}, [
-        f"train.iterations={iterations}", "train.meta_batch_size=16", f"train.val_every={max(1, iterations // 4)}",
+        f"train.iterations={iterations}", "train.meta_batch_size=16",
+        f"train.val_every={max(1, iterations // 4)}",
         f"train.checkpoint_every={iterations}", "eval.tasks=200", "eval.shots=[5]", "eval.steps=5"])
     metadapt.train(config, run_dir, overwrite=True, progress=False, model=model, loss=nn.functional.mse_loss,
                    tasks=LineFamily())

@@ -44,12 +44,14 @@ def cases(omniglot: Path | None) -> list[dict]:
         out.append({"name": f"sinusoid-{recipe.stem}", "recipe": recipe, "overrides": SINUSOID,
                     "eval": ["--tasks", "50"]})
     out.append({"name": "sinusoid-maml-compiled", "recipe": ROOT / "configs/sinusoid/maml.yaml",
-                "overrides": SINUSOID + ["train.compile=true", "train.iterations=50", "train.checkpoint_every=50"],
+                "overrides": SINUSOID + ["train.compile=true", "train.iterations=50",
+                                         "train.checkpoint_every=50"],
                 "eval": ["--tasks", "20", "--steps", "3"]})
     if omniglot is not None:
         for recipe in sorted((ROOT / "configs" / "omniglot").glob("*.yaml")):
             out.append({"name": f"omniglot-{recipe.stem}", "recipe": recipe,
-                        "overrides": OMNIGLOT + [f"task.data_dir={omniglot}"], "eval": ["--tasks", "4", "--steps", "2"]})
+                        "overrides": OMNIGLOT + [f"task.data_dir={omniglot}"],
+                        "eval": ["--tasks", "4", "--steps", "2"]})
     return out
 
 
@@ -63,7 +65,8 @@ def metadapt(*args: str) -> str:
 
 def parameters_digest(run: Path) -> dict[str, str]:
     state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)["state"]
-    return {k: hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest()[:16] for k, v in sorted(state.items())}
+    return {k: hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest()[:16]
+            for k, v in sorted(state.items())}
 
 
 def collect(run: Path) -> dict:
@@ -82,13 +85,14 @@ def record(omniglot: Path | None) -> dict:
         for case in cases(omniglot):
             run = tmp / case["name"]
             print(f"{case['name']} ...", flush=True)
-            metadapt("train", str(case["recipe"]), *case["overrides"], "train.threads=1", "--run-dir", str(run),
-                     "--no-progress")
+            metadapt("train", str(case["recipe"]), *case["overrides"], "train.threads=1",
+                     "--run-dir", str(run), "--no-progress")
             metadapt("eval", str(run), *case["eval"], "--no-progress")
             numbers[case["name"]] = collect(run)
         maml, pretrain = tmp / "sinusoid-maml", tmp / "sinusoid-pretrain"
         metadapt("eval", str(maml), "--compare", str(pretrain), "--tasks", "50", "--no-progress")
-        numbers["sinusoid-maml-vs-pretrain"] = {"eval": json.loads((maml / "eval" / "results.json").read_text())}
+        numbers["sinusoid-maml-vs-pretrain"] = {
+            "eval": json.loads((maml / "eval" / "results.json").read_text())}
         support, query = tmp / "support.csv", tmp / "query.csv"
         support.write_text("x,y\n" + "".join(f"{x / 2},{(x / 4) ** 2}\n" for x in range(-6, 7)))
         query.write_text("x\n" + "".join(f"{x / 3}\n" for x in range(-9, 10)))

@@ -75,7 +75,8 @@ CASES = {
         "unknown config key 'algorithm.update_rule'; reptile takes inner_lr, inner_steps"),
     "compile unsupported": (
         lambda r, t: ["train", RECIPE, "algorithm.name=reptile", "train.compile=true"],
-        "train.compile=true covers the MAML family (maml, fomaml, metasgd, anil), not reptile"),
+        "train.compile=true covers maml, fomaml, metasgd, anil and algorithms that declare compilable, "
+        "not reptile"),
     "no gpu": (lambda r, t: ["train", RECIPE, *TINY, "train.device=cuda", "--run-dir", str(t / "gpu")],
                "no CUDA device is available"),
     "invalid yaml": (lambda r, t: ["train", csv(t, "r.yaml", "train: {seed: 1\n")],

@@ -14,8 +14,8 @@ from metadapt.config import build_config
 from metadapt.training.checkpoint import load_checkpoint
 
 SMALL = ["train.iterations=30", "train.meta_batch_size=4", "train.val_every=15", "train.val_tasks=8",
-         "train.checkpoint_every=15", "train.log_every=5", "algorithm.inner_lr=0.1", "eval.tasks=10", "eval.shots=[5]",
-         "eval.steps=2", "eval.queries=10"]
+         "train.checkpoint_every=15", "train.log_every=5", "algorithm.inner_lr=0.1", "eval.tasks=10",
+         "eval.shots=[5]", "eval.steps=2", "eval.queries=10"]
 
 
 class Net(nn.Module):
@@ -54,7 +54,8 @@ def test_model_loss_and_family_from_python_through_train_eval_and_report(tmp_pat
         metadapt.load(tmp_path / "run")
     run = metadapt.load(tmp_path / "run", model=Net(), loss=smooth_l1)
     results = metadapt.evaluate_run(run, progress=False)
-    assert set(results["settings"]["5-shot"]["methods"]) == {"maml", "scratch"} and results["metric"] == "loss"
+    assert (set(results["settings"]["5-shot"]["methods"]) == {"maml", "scratch"}
+            and results["metric"] == "loss")
     report = (tmp_path / "run" / "report.md").read_text()
     assert "lines y = a·x + b" in report and "Loss: `test_bring_your_own:smooth_l1`" in report
 
@@ -70,7 +71,8 @@ def test_eval_of_a_run_trained_on_given_tasks_refuses_in_one_line(tmp_path, caps
     assert before == {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
     run = metadapt.load(tmp_path / "run")  # adaptation needs no tasks: shapes were recorded
     assert run.adapt(torch.zeros(5, 1), torch.ones(5, 1)).predict(torch.zeros(2, 1)).shape == (2, 1)
-    results = metadapt.evaluate_run(metadapt.load(tmp_path / "run", tasks=LineTasks(5, 10, 3.0)), progress=False)
+    results = metadapt.evaluate_run(metadapt.load(tmp_path / "run", tasks=LineTasks(5, 10, 3.0)),
+                                    progress=False)
     assert "5-shot" in results["settings"]
 
 
@@ -102,7 +104,8 @@ def test_batchnorm_with_running_statistics_is_refused_naming_the_layer_and_the_f
     def net():
         return nn.Sequential(nn.Linear(1, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
 
-    with pytest.raises(UserError, match=r"model layer '1' \(BatchNorm1d\) tracks running statistics.*use_batch_statistics"):
+    with pytest.raises(UserError, match=r"model layer '1' \(BatchNorm1d\) tracks running statistics"
+                                        r".*use_batch_statistics"):
         MAML(net())
     maml = MAML(use_batch_statistics(net()), inner_lr=0.05)
     assert not [name for name, _ in maml.model.named_buffers()]
@@ -129,8 +132,8 @@ def test_every_adapted_object_satisfies_one_protocol():
 
 
 def test_a_custom_loss_reaches_the_inner_loop_and_the_metrics(tmp_path):
-    summary = metadapt.train(build_config(None, SMALL + ["loss=test_plugins:huber"]), tmp_path / "run", progress=False,
-                             tasks=LineFamily())
+    summary = metadapt.train(build_config(None, SMALL + ["loss=test_plugins:huber"]), tmp_path / "run",
+                             progress=False, tasks=LineFamily())
     assert summary["steps"] == 30
     run = metadapt.load(tmp_path / "run")
     assert run.algorithm.loss_fn is huber

@@ -50,7 +50,8 @@ class LineFamily(TaskFamily):
         return LineTasks(shots or o.shots, queries or o.queries, o.slope)
 
     def describe(self):
-        return [f"- Tasks: lines y = a·x + b, |a| ≤ {self.options.slope}, {self.options.shots} support points."]
+        return [f"- Tasks: lines y = a·x + b, |a| ≤ {self.options.slope}, "
+                f"{self.options.shots} support points."]
 
 
 # ----- an update rule: sign-SGD with a learned scale per parameter tensor -----------------------------
@@ -136,7 +137,8 @@ def train_and_eval(tmp_path, name, capsys, **sections):
 
 
 def test_a_new_task_family_trains_evaluates_and_reports_through_the_cli(tmp_path, capsys):
-    run, out, results = train_and_eval(tmp_path, "lines", capsys, task={"family": "test_plugins:LineFamily", "slope": 2.0},
+    run, out, results = train_and_eval(tmp_path, "lines", capsys,
+                                       task={"family": "test_plugins:LineFamily", "slope": 2.0},
                                        algorithm={"name": "maml", "inner_lr": 0.1})
     assert yaml.safe_load((run / "config.yaml").read_text())["task"] == {
         "family": "test_plugins:LineFamily", "shots": 5, "queries": 10, "slope": 2.0}
@@ -153,14 +155,16 @@ def test_a_new_update_rule_is_meta_learned_through_the_inner_loop(tmp_path, caps
                                                 "update_rule": "test_plugins:SignSGD"})
     state = load_checkpoint(run / "checkpoints" / "last.pt")["state"]
     scales = state["update_rule.log_scales"]
-    assert scales.shape == (6,) and not torch.allclose(scales, torch.full((6,), torch.tensor(0.05).log().item()))
+    assert (scales.shape == (6,)
+            and not torch.allclose(scales, torch.full((6,), torch.tensor(0.05).log().item())))
     assert "update rule SignSGD" in (run / "report.md").read_text()
     assert len(results["settings"]["5-shot"]["methods"]["maml"]["mean"]) == 3
 
 
 def test_a_new_algorithm_trains_evaluates_and_reports_through_the_cli(tmp_path, capsys):
     run, out, results = train_and_eval(tmp_path, "kernel", capsys, task={"family": "test_plugins:LineFamily"},
-                                       algorithm={"name": "test_plugins:KernelRegression", "temperature": 0.5})
+                                       algorithm={"name": "test_plugins:KernelRegression",
+                                                  "temperature": 0.5})
     methods = results["settings"]["5-shot"]["methods"]
     assert list(methods) == ["test_plugins:KernelRegression"]  # no gradient steps, so no scratch baseline
     assert len(methods["test_plugins:KernelRegression"]["mean"]) == 1
@@ -172,8 +176,8 @@ def test_a_new_algorithm_trains_evaluates_and_reports_through_the_cli(tmp_path, 
 
 def test_a_model_and_a_loss_by_import_path(tmp_path, capsys):
     run, _, results = train_and_eval(tmp_path, "tiny", capsys, task={"family": "test_plugins:LineFamily"},
-                                     model={"name": "test_plugins:TinyNet", "width": 8}, loss="test_plugins:huber",
-                                     algorithm={"name": "maml", "inner_lr": 0.1})
+                                     model={"name": "test_plugins:TinyNet", "width": 8},
+                                     loss="test_plugins:huber", algorithm={"name": "maml", "inner_lr": 0.1})
     state = load_checkpoint(run / "checkpoints" / "last.pt")["state"]
     assert state["model.0.weight"].shape == (8, 1)
     assert results["metric"] == "loss"
@@ -183,13 +187,21 @@ def test_a_model_and_a_loss_by_import_path(tmp_path, capsys):
 @pytest.mark.parametrize("section, message", [
     ({"algorithm": {"name": "test_plugins:KernelRegression", "temprature": 1}},
      "unknown config key 'algorithm.temprature'; did you mean algorithm.temperature?"),
-    ({"model": {"name": "test_plugins:TinyNet", "activation": "relu"}}, "unknown config key 'model.activation'; test_plugins:TinyNet takes width"),
-    ({"algorithm": {"name": "test_plugins:Nothing"}}, "algorithm 'test_plugins:Nothing': module 'test_plugins' has no 'Nothing'"),
+    ({"model": {"name": "test_plugins:TinyNet", "activation": "relu"}},
+     "unknown config key 'model.activation'; test_plugins:TinyNet takes width"),
+    ({"algorithm": {"name": "test_plugins:Nothing"}},
+     "algorithm 'test_plugins:Nothing': module 'test_plugins' has no 'Nothing'"),
     ({"task": {"family": "no_such_package.tasks:Family"}}, "cannot import module 'no_such_package.tasks'"),
-    ({"algorithm": {"name": "test_plugins:huber"}}, "algorithm.name=test_plugins:huber is not an algorithm (a subclass of Algorithm)"),
+    ({"algorithm": {"name": "maml", "update_rule": "adam"}},
+     "algorithm.update_rule: update_rule 'adam' is not known; choose one of sgd, metasgd"),
+    ({"algorithm": {"name": "maml", "update_rule": "test_plugins:TinyNet"}},
+     "algorithm.update_rule=test_plugins:TinyNet is not an update rule"),
+    ({"algorithm": {"name": "test_plugins:huber"}},
+     "algorithm.name=test_plugins:huber is not an algorithm (a subclass of Algorithm)"),
 ])
 def test_bad_import_paths_are_one_line_errors(tmp_path, capsys, section, message):
     sections = {"task": {"family": "test_plugins:LineFamily"}, **section}
-    assert main(["train", recipe(tmp_path, "bad", **sections), "--run-dir", str(tmp_path / "bad"), "--no-progress"]) == 2
+    assert main(["train", recipe(tmp_path, "bad", **sections), "--run-dir", str(tmp_path / "bad"),
+                 "--no-progress"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -92,3 +92,31 @@ def test_time_limit_stops_with_a_checkpoint(tmp_path):
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert (logged[-1]["step"] == summary["steps"]
             and any(r["split"] == "val" and r["step"] == summary["steps"] for r in logged))
+
+
+def test_a_run_written_before_the_registry_still_loads(tmp_path):
+    """Runs of 0.1.0 recorded every method's keys in one flat algorithm section and saved Meta-SGD's
+    step sizes as ``inner_lrs.N``; they load, and evaluate to the same parameters."""
+    import yaml
+
+    train(small(20, "algorithm.name=metasgd"), tmp_path / "run", progress=False)
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    config["algorithm"] = {"name": "metasgd", "inner_lr": 0.01, "inner_steps": 1, "first_order": False,
+                           "learn_inner_lr": False, "adapt_only": None, "task_parallel": "auto", "fce": False,
+                           "fce_steps": 5, "cosine_scale": None}
+    config["task"].update(ways=5, data_dir=None, split="vinyals", train_subset="trainval", val_subset="val",
+                          test_subset="test", download=True)
+    config["model"].update(filters=64, downsample="pool")
+    del config["loss"]
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(config))
+    for which in ("last", "best"):
+        path = tmp_path / "run" / "checkpoints" / f"{which}.pt"
+        payload = load_checkpoint(path)
+        payload["state"] = {k.replace("update_rule.lrs.", "inner_lrs."): v
+                            for k, v in payload["state"].items()}
+        torch.save(payload, path)
+    run = load(tmp_path / "run", "last")
+    assert run.config.algorithm.update_rule == "metasgd"
+    lrs = [v for k, v in load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state"].items()
+           if k.startswith("inner_lrs.")]
+    assert len(lrs) == 6 and all(torch.equal(a, b) for a, b in zip(lrs, run.algorithm.update_rule.lrs))

@@ -5,8 +5,9 @@
 >>> adapted = run.adapt(support_x, support_y, steps=10)         # doctest: +SKIP
 >>> adapted.predict(query_x)                                    # doctest: +SKIP
 """
-from metadapt.algorithms import (MAML, SGD, Adapted, AdaptedModel, Algorithm, GradientLearner, MatchingNet, MetaSGD,
-                                 Pretrain, ProtoNet, Reptile, Scratch, UpdateRule, use_batch_statistics)
+from metadapt.algorithms import (MAML, SGD, Adapted, AdaptedModel, Algorithm, GradientLearner, MatchingNet,
+                                 MetaSGD, Pretrain, ProtoNet, Reptile, Scratch, UpdateRule,
+                                 use_batch_statistics)
 from metadapt.config import Config, build_config, config_from_file
 from metadapt.errors import UserError
 from metadapt.evaluation import evaluate_run
@@ -17,8 +18,8 @@ from metadapt.training import Run, load, train
 
 __version__ = "0.1.0"
 __all__ = [
-    "MAML", "Adapted", "AdaptedModel", "Algorithm", "GradientLearner", "Pretrain", "Reptile", "Scratch", "ProtoNet",
-    "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "use_batch_statistics", "Config", "build_config",
-    "config_from_file", "UserError", "MLP", "SinusoidTasks", "TaskBatch", "TaskFamily", "register", "Run", "load",
-    "train", "evaluate_run",
+    "MAML", "Adapted", "AdaptedModel", "Algorithm", "GradientLearner", "Pretrain", "Reptile", "Scratch",
+    "ProtoNet", "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "use_batch_statistics", "Config",
+    "build_config", "config_from_file", "UserError", "MLP", "SinusoidTasks", "TaskBatch", "TaskFamily",
+    "register", "Run", "load", "train", "evaluate_run",
 ]

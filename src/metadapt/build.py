@@ -51,7 +51,8 @@ def build_model(config: Config, family: TaskFamily, outputs: Any = DEFAULT) -> n
     try:
         return entry.target(**options)
     except TypeError as err:
-        raise UserError(f"model.name={config.model.name}: {err}; set its arguments in the model: section") from None
+        raise UserError(f"model.name={config.model.name}: {err}; "
+                        "set its arguments in the model: section") from None
 
 
 def build_loss(config: Config, family: TaskFamily, loss: Callable | None = None) -> Callable:
@@ -61,7 +62,8 @@ def build_loss(config: Config, family: TaskFamily, loss: Callable | None = None)
     if config.loss is not None:
         if config.loss.startswith("given:"):
             raise UserError(f"this run was trained with a loss given from Python ({config.loss[6:]}); "
-                            "load it with metadapt.load(RUN, loss=...), or name the loss as pkg.module:function")
+                            "load it with metadapt.load(RUN, loss=...), or name the loss as "
+                            "pkg.module:function")
         return import_object("loss", config.loss)
     return family.loss
 
@@ -94,8 +96,8 @@ def build_algorithm(config: Config, family: TaskFamily | None = None, model: nn.
     family = build_family(config) if family is None else family
     cls = config.algorithm.entry.target
     if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
-        raise UserError(f"algorithm.name={config.algorithm.name} is not an Algorithm subclass; see docs/design.md, "
-                        "'How to add an algorithm'")
+        raise UserError(f"algorithm.name={config.algorithm.name} is not an Algorithm subclass; see "
+                        "docs/design.md, 'How to add an algorithm'")
     parts = Parts(config, family, build_loss(config, family, loss), model)
     algorithm = cls.from_config(config.algorithm.options, parts)
     algorithm.name_in_config = config.algorithm.name
@@ -118,7 +120,9 @@ def build_scratch(config: Config, family: TaskFamily, model: nn.Module | None = 
         return clone
 
     return Scratch(fresh, seed=config.eval.seed, loss=build_loss(config, family, loss), inner_lr=a.inner_lr,
-                   inner_steps=a.inner_steps, first_order=True, task_parallel=a.task_parallel).to(config.train.device)
+                   inner_steps=a.inner_steps, first_order=True,
+                   task_parallel=a.task_parallel).to(config.train.device)
 
 
-__all__ = ["build_family", "build_tasks", "build_model", "build_loss", "build_algorithm", "build_scratch", "Parts"]
+__all__ = ["build_family", "build_tasks", "build_model", "build_loss", "build_algorithm", "build_scratch",
+           "Parts"]

@@ -42,17 +42,20 @@ def cmd_train(args) -> int:
             run_dir = Path(args.run_dir)
         else:
             run_dir = Path("runs") / config_from_file(positional[0], overrides).name
-        config = apply_overrides(read_run_config(run_dir), overrides)  # e.g. train.iterations=50000 to extend a run
+        # e.g. train.iterations=50000 to extend a run
+        config = apply_overrides(read_run_config(run_dir), overrides)
     else:
         if not positional:
             raise UserError("train needs a recipe file, e.g. metadapt train configs/sinusoid/maml.yaml")
         config = config_from_file(positional[0], overrides)
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
-    summary = train(config, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    summary = train(config, run_dir, resume=args.resume, overwrite=args.overwrite,
+                    progress=not args.no_progress)
     if os.environ.get("RANK", "0") != "0":
         return 0
-    print(f"trained {config.algorithm.name} for {summary['steps']} meta-iterations in {summary['seconds']:.1f} s "
-          f"({summary['iterations_per_second']:.0f} it/s); best validation query loss {summary['best_val_query_loss']:.4f}")
+    print(f"trained {config.algorithm.name} for {summary['steps']} meta-iterations in "
+          f"{summary['seconds']:.1f} s ({summary['iterations_per_second']:.0f} it/s); "
+          f"best validation query loss {summary['best_val_query_loss']:.4f}")
     print(f"run directory: {run_dir}   next: metadapt eval {run_dir}")
     return 0
 
@@ -79,11 +82,13 @@ def cmd_adapt(args) -> int:
     from metadapt.training import load
 
     if args.output is not None and Path(args.output).exists() and not args.overwrite:
-        raise UserError(f"{args.output!r} already exists; pass --overwrite to replace it or choose another --output")
+        raise UserError(f"{args.output!r} already exists; pass --overwrite to replace it or choose another "
+                        "--output")
     run = load(args.run)
     if run.family.classification or tuple(run.family.input_shape) != (1,):
         raise UserError(f"adapt reads CSV regression tasks with one input column; {args.run!r} is a "
-                        f"{run.config.task.family} run (use the Python API: metadapt.load(run).adapt(support_x, support_y))")
+                        f"{run.config.task.family} run (use the Python API: "
+                        "metadapt.load(run).adapt(support_x, support_y))")
     n_in, n_out = 1, 1
     support, _ = read_table(args.support, (n_in + n_out,), "support")
     query, _ = read_table(args.query, (n_in, n_in + n_out), "query")
@@ -118,7 +123,8 @@ def cmd_demo(args) -> int:
     plan = {"maml": args.iterations, "pretrain": max(1, args.iterations // 3)}
     for name, iterations in plan.items():
         config = build_config({"name": f"demo-{name}"}, [
-            f"algorithm.name={name}", f"train.iterations={iterations}", f"train.val_every={max(1, iterations // 10)}",
+            f"algorithm.name={name}", f"train.iterations={iterations}",
+            f"train.val_every={max(1, iterations // 10)}",
             f"train.checkpoint_every={max(1, iterations // 10)}", f"train.device={args.device}",
             f"train.compile={'true' if args.compile and name == 'maml' else 'false'}",
         ])
@@ -152,7 +158,8 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="meta-train from a YAML recipe")
-    p.add_argument("items", nargs="*", metavar="RECIPE|key=value", help="recipe file, then overrides such as train.iterations=5000")
+    p.add_argument("items", nargs="*", metavar="RECIPE|key=value",
+                   help="recipe file, then overrides such as train.iterations=5000")
     p.add_argument("--run-dir", help="where to write the run (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -161,7 +168,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="learning-speed evaluation of a trained run against the baselines")
     p.add_argument("run")
-    p.add_argument("--compare", nargs="*", default=[], metavar="RUN", help="other runs to evaluate on the same tasks (e.g. a pretrain run)")
+    p.add_argument("--compare", nargs="*", default=[], metavar="RUN",
+                   help="other runs to evaluate on the same tasks (e.g. a pretrain run)")
     p.add_argument("--tasks", type=int, help="number of test tasks (default: the recipe's eval.tasks)")
     p.add_argument("--steps", type=int, help="adaptation steps (default: the recipe's eval.steps)")
     p.add_argument("--no-scratch", action="store_true", help="leave out the training-from-scratch baseline")
@@ -177,11 +185,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.set_defaults(func=cmd_adapt)
 
-    p = sub.add_parser("demo", help="meta-train MAML and the pretrain baseline on sinusoids, evaluate, report")
+    p = sub.add_parser("demo",
+                       help="meta-train MAML and the pretrain baseline on sinusoids, evaluate, report")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs (replaced on each demo)")
-    p.add_argument("--iterations", type=int, default=30000, help="MAML meta-iterations (pretrain gets a third)")
+    p.add_argument("--iterations", type=int, default=30000,
+                   help="MAML meta-iterations (pretrain gets a third)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--compile", action="store_true", help="MAML with the compiled meta-step (train.compile=true)")
+    p.add_argument("--compile", action="store_true",
+                   help="MAML with the compiled meta-step (train.compile=true)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -189,7 +200,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # recipes name users' classes by import path from here, as python -m does
+        # recipes name users' classes by import path from here, as python -m does
+        sys.path.insert(0, os.getcwd())
     parser = make_parser()
     args = parser.parse_args(argv)
     try:

@@ -42,11 +42,14 @@ class TrainConfig:
                                        "(tens of seconds to compile; pays off for small models)")
     on_nonfinite: str = option("stop", choices=("stop", "skip"),
                                help="what a NaN/inf meta-loss or meta-gradient does")
-    time_limit_s: float = option(0.0, low=0, help="stop (with a checkpoint) after this much training time; 0: none")
-    grad_shards: int = option(0, low=0, help="meta-gradient slices summed in order (0: one per process); results "
-                                             "are bit-identical for any number of processes dividing it")
-    keep_freed_memory: bool = option(True, help="CPU (glibc): reuse freed tensor memory instead of page-faulting "
-                                                "it in again every step (metadapt/allocator.py)")
+    time_limit_s: float = option(0.0, low=0,
+                                 help="stop (with a checkpoint) after this much training time; 0: none")
+    grad_shards: int = option(0, low=0,
+                              help="meta-gradient slices summed in order (0: one per process); results "
+                                   "are bit-identical for any number of processes dividing it")
+    keep_freed_memory: bool = option(True,
+                                     help="CPU (glibc): reuse freed tensor memory instead of page-faulting "
+                                          "it in again every step (metadapt/allocator.py)")
 
 
 @dataclass
@@ -124,7 +127,8 @@ class Config:
         if self.task is None:
             self.task = _section("task", {}, DEFAULT_NAMES["task"], legacy=False)
         if self.model is None:
-            self.model = _section("model", {}, getattr(self.task.entry.target, "default_model", "mlp"), legacy=False)
+            self.model = _section("model", {}, getattr(self.task.entry.target, "default_model", "mlp"),
+                                  legacy=False)
         if self.algorithm is None:
             self.algorithm = _section("algorithm", {}, DEFAULT_NAMES["algorithm"], legacy=False)
 
@@ -141,11 +145,11 @@ DEFAULT_NAMES = {"task": "sinusoid", "algorithm": "maml"}
 #: keys every pre-registry run recorded in every section (one flat bag); a run's saved config may
 #: still hold those that its component does not take, and they are dropped when it is read
 LEGACY_KEYS = {
-    "task": {"preset", "shots", "queries", "ways", "data_dir", "split", "train_subset", "val_subset", "test_subset",
-             "download"},
+    "task": {"preset", "shots", "queries", "ways", "data_dir", "split", "train_subset", "val_subset",
+             "test_subset", "download"},
     "model": {"hidden", "init_std", "filters", "downsample"},
-    "algorithm": {"inner_lr", "inner_steps", "first_order", "learn_inner_lr", "adapt_only", "task_parallel", "fce",
-                  "fce_steps", "cosine_scale"},
+    "algorithm": {"inner_lr", "inner_steps", "first_order", "learn_inner_lr", "adapt_only", "task_parallel",
+                  "fce", "fce_steps", "cosine_scale"},
 }
 
 
@@ -219,12 +223,13 @@ def validate(config: Config) -> Config:
 
     check(config.train, "train.")
     check(config.eval, "eval.")
-    for section, base, what in ((config.task, TaskFamily, "a task family"), (config.algorithm, Algorithm, "an algorithm")):
+    for section, base, what in ((config.task, TaskFamily, "a task family"),
+                                (config.algorithm, Algorithm, "an algorithm")):
         target = section.entry.target
         if not (isinstance(target, type) and issubclass(target, base)):
             key = f"{section.kind}.{registry.NAME_KEY[section.kind]}"
-            raise UserError(f"{key}={section.name} is not {what} (a subclass of {base.__name__}); see docs/design.md, "
-                            f"'How to add {what}'")
+            raise UserError(f"{key}={section.name} is not {what} (a subclass of {base.__name__}); see "
+                            f"docs/design.md, 'How to add {what}'")
     for section in (config.task, config.model, config.algorithm):
         hook = getattr(section.entry.target, "check_config", None)
         if hook is not None:
@@ -293,7 +298,8 @@ def build_config(recipe: dict[str, Any] | None = None, overrides: list[str] | No
 def load_recipe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"recipe {str(path)!r} not found; pass a YAML file such as configs/sinusoid/maml.yaml")
+        raise UserError(f"recipe {str(path)!r} not found; pass a YAML file such as "
+                        "configs/sinusoid/maml.yaml")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -303,7 +309,8 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"recipe {str(path)!r} must be a YAML mapping of sections (task, model, algorithm, train, eval)")
+        raise UserError(f"recipe {str(path)!r} must be a YAML mapping of sections "
+                        "(task, model, algorithm, train, eval)")
     return data
 
 

@@ -20,7 +20,8 @@ def _is_number(cell: str) -> bool:
         return False
 
 
-def read_table(path: str | Path, allowed_columns: tuple[int, ...], role: str) -> tuple[torch.Tensor, list[str] | None]:
+def read_table(path: str | Path, allowed_columns: tuple[int, ...],
+               role: str) -> tuple[torch.Tensor, list[str] | None]:
     """Numeric rows of a CSV file (an optional header row is kept apart).
 
     Every row must have one of ``allowed_columns`` cells, all finite numbers.
@@ -58,7 +59,8 @@ def write_predictions(path: str | Path | None, x: torch.Tensor, prediction: torc
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([f"x{i}" if x.shape[1] > 1 else "x" for i in range(x.shape[1])]
-                    + [f"prediction{i}" if prediction.shape[1] > 1 else "prediction" for i in range(prediction.shape[1])])
+                    + [f"prediction{i}" if prediction.shape[1] > 1 else "prediction"
+                       for i in range(prediction.shape[1])])
     for xi, pi in zip(x.tolist(), prediction.tolist()):
         writer.writerow([f"{v:.6g}" for v in xi + pi])
     text = buffer.getvalue()

@@ -52,7 +52,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         for choice in choices:  # e.g. str | list[str]: the first that fits
             if (get_origin(choice) is list) == isinstance(value, list):
                 return coerce(value, choice, key)
-        raise UserError(f"{key} must be one of the types {', '.join(map(_type_name, choices))}, got {value!r}")
+        raise UserError(f"{key} must be one of the types {', '.join(map(_type_name, choices))}, "
+                        f"got {value!r}")
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -12,5 +12,5 @@ from metadapt.algorithms.protonet import ProtoNet
 from metadapt.algorithms.matching import MatchingNet
 from metadapt.algorithms.update_rules import SGD, MetaSGD, UpdateRule
 
-__all__ = ["Adapted", "AdaptedModel", "Algorithm", "GradientLearner", "MAML", "Reptile", "Pretrain", "Scratch",
-           "ProtoNet", "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "use_batch_statistics"]
+__all__ = ["Adapted", "AdaptedModel", "Algorithm", "GradientLearner", "MAML", "Reptile", "Pretrain",
+           "Scratch", "ProtoNet", "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "use_batch_statistics"]

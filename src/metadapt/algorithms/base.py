@@ -56,7 +56,8 @@ class Adapted:
         if not self.batched:
             return functional_call(self.model, (params, self.buffers), (x,))
         if self.loop:
-            return torch.stack([functional_call(self.model, ({n: v[i] for n, v in params.items()}, self.buffers), (x[i],))
+            return torch.stack([functional_call(self.model,
+                                                ({n: v[i] for n, v in params.items()}, self.buffers), (x[i],))
                                 for i in range(x.shape[0])])
         fn = lambda p, xi: functional_call(self.model, (p, self.buffers), (xi,))  # noqa: E731
         return vmap(fn)(params, x)
@@ -92,7 +93,8 @@ class Algorithm(nn.Module):
         (loss * scale).backward()
         return loss.item(), metrics
 
-    def adapt_tasks(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Adapted:
+    def adapt_tasks(self, support_x: torch.Tensor, support_y: torch.Tensor,
+                    steps: int | None = None) -> Adapted:
         raise NotImplementedError
 
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Adapted:
@@ -117,8 +119,11 @@ class Algorithm(nn.Module):
     def check_config(cls, config) -> None:
         """Refuse a recipe this method cannot run (called when the config is validated)."""
         if config.train.compile and not cls.compilable:
-            raise UserError(f"train.compile=true covers the MAML family (maml, fomaml, metasgd, anil), not "
-                            f"{config.algorithm.name}; set train.compile=false")
+            from metadapt.registry import builtin_names, lookup
+
+            covered = [n for n in builtin_names("algorithm") if lookup("algorithm", n).target.compilable]
+            raise UserError(f"train.compile=true covers {', '.join(covered)} and algorithms that declare "
+                            f"compilable, not {config.algorithm.name}; set train.compile=false")
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {

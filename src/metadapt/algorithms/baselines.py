@@ -50,7 +50,8 @@ class Pretrain(GradientLearner):
         y = torch.cat([batch.support_y, batch.query_y], dim=1)
         if self._classifies(y):
             if batch.info is None or "classes" not in batch.info:
-                raise ValueError("classification pretraining needs each episode's global classes in batch.info['classes']")
+                raise ValueError("classification pretraining needs each episode's global classes in "
+                                 "batch.info['classes']")
             y = batch.info["classes"].to(y.device).gather(1, y)  # episode labels -> training-class indices
         y = y.flatten(0, 1)
         logits = self.model(x)

@@ -53,7 +53,8 @@ STRATEGIES = ("auto", "vmap", "loop")
 
 def head_parameter_names(model: nn.Module) -> list[str]:
     """Names of the parameters of the last submodule that owns parameters (the "head")."""
-    owners = [name for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))]
+    owners = [name for name, module in model.named_modules()
+              if any(True for _ in module.parameters(recurse=False))]
     if not owners:
         raise ValueError("the model has no parameters to adapt")
     head = owners[-1]
@@ -68,8 +69,8 @@ def resolve_strategy(strategy: str, model: nn.Module, first_order: bool = False)
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
     has_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if strategy == "vmap" and has_norm and not first_order:
-        raise ValueError("task_parallel=vmap gives wrong second-order gradients through BatchNorm in this torch; "
-                         "use task_parallel=loop (or auto), or first-order adaptation")
+        raise ValueError("task_parallel=vmap gives wrong second-order gradients through BatchNorm in this "
+                         "torch; use task_parallel=loop (or auto), or first-order adaptation")
     if strategy != "auto":
         return strategy
     return "loop" if has_conv or has_norm else "vmap"
@@ -112,10 +113,14 @@ def select_adapted(model: nn.Module, adapt_only: str | Sequence[str] | None) -> 
 class GradientOptions:
     """Options of the gradient-based methods (the recipe's ``algorithm:`` keys)."""
 
-    inner_lr: float = option(0.01, positive=True, help="the inner loop's step size (initial value if learned)")
-    inner_steps: int = option(1, low=1, help="adaptation steps in meta-training and, by default, at test time")
-    adapt_only: str | list[str] | None = option(None, help='"head" (ANIL) or parameter name prefixes to adapt')
-    task_parallel: str = option("auto", choices=STRATEGIES, help="vmap, loop, or auto (loop for conv/BatchNorm)")
+    inner_lr: float = option(0.01, positive=True,
+                             help="the inner loop's step size (initial value if learned)")
+    inner_steps: int = option(1, low=1,
+                              help="adaptation steps in meta-training and, by default, at test time")
+    adapt_only: str | list[str] | None = option(None,
+                                                help='"head" (ANIL) or parameter name prefixes to adapt')
+    task_parallel: str = option("auto", choices=STRATEGIES,
+                                help="vmap, loop, or auto (loop for conv/BatchNorm)")
 
 
 class GradientLearner(Algorithm):
@@ -157,9 +162,10 @@ class GradientLearner(Algorithm):
         tracking = running_statistics_layers(model)
         if tracking:
             raise UserError(
-                f"model layer {tracking[0]!r} ({type(model.get_submodule(tracking[0])).__name__}) tracks running "
-                "statistics, which every task's inner steps would move in place; build it with "
-                "track_running_stats=False or pass the model through metadapt.algorithms.use_batch_statistics "
+                f"model layer {tracking[0]!r} ({type(model.get_submodule(tracking[0])).__name__}) tracks "
+                "running statistics, which every task's inner steps would move in place; build it with "
+                "track_running_stats=False or pass the model through "
+                "metadapt.algorithms.use_batch_statistics "
                 "(BatchNorm then uses each support or query batch's own statistics, as MAML does)")
         self.model = model
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "loss")
@@ -170,13 +176,14 @@ class GradientLearner(Algorithm):
         self.strategy = resolve_strategy(task_parallel, model, first_order)
         self.compile = bool(compile)
         self._compiled_losses = None
-        # functional_call resolves tied weights on every call (a walk over the module); skip it when there are none
+        # functional_call resolves tied weights on every call (a walk over the module);
+        # skip it when there are none
         self._tied = any(len(list(named(remove_duplicate=False))) != len(list(named()))
                          for named in (model.named_parameters, model.named_buffers))
         self.adapted_names = select_adapted(model, adapt_only)
         if not self.adapted_names:
-            raise UserError(f"no trainable parameter is left to adapt (adapt_only={adapt_only!r}, frozen parameters "
-                            "excluded); adapt other parameters or unfreeze some")
+            raise UserError(f"no trainable parameter is left to adapt (adapt_only={adapt_only!r}, frozen "
+                            "parameters excluded); adapt other parameters or unfreeze some")
         if isinstance(update_rule, str):
             update_rule = lookup("update_rule", update_rule).target
         if isinstance(update_rule, type):
@@ -193,7 +200,8 @@ class GradientLearner(Algorithm):
         return dict(self.model.named_buffers())
 
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(functional_call(self.model, (params, self.buffers_dict()), (x,), tie_weights=self._tied), y)
+        return self.loss_fn(functional_call(self.model, (params, self.buffers_dict()), (x,),
+                                            tie_weights=self._tied), y)
 
     def _advance(self, params: Params, grads: Params, state: Any) -> tuple[Params, Any]:
         """Apply the update rule to the moving parameters; the others pass through."""
@@ -211,10 +219,12 @@ class GradientLearner(Algorithm):
             grads = {n: g.detach() for n, g in grads.items()}
         return self._advance(params, grads, state)
 
-    def _step_autograd(self, params: Params, state, x, y, first_order: bool, create_graph: bool) -> tuple[Params, Any]:
+    def _step_autograd(self, params: Params, state, x, y, first_order: bool,
+                       create_graph: bool) -> tuple[Params, Any]:
         """One inner step with ``torch.autograd.grad`` (the per-task loop)."""
         moving = [params[n] for n in self.adapted_names]
-        grads = torch.autograd.grad(self.loss(params, x, y), moving, create_graph=create_graph and not first_order,
+        grads = torch.autograd.grad(self.loss(params, x, y), moving,
+                                    create_graph=create_graph and not first_order,
                                     allow_unused=True, materialize_grads=True)
         return self._advance(params, dict(zip(self.adapted_names, grads)), state)
 
@@ -250,7 +260,8 @@ class GradientLearner(Algorithm):
         for i in range(support_x.shape[0]):
             p, state = params, self._init_state(params)
             for _ in range(steps):
-                p, state = self._step_autograd(p, state, support_x[i], support_y[i], first_order, create_graph=True)
+                p, state = self._step_autograd(p, state, support_x[i], support_y[i], first_order,
+                                               create_graph=True)
             losses.append(self.loss(p, query_x[i], query_y[i]))
         return torch.stack(losses)
 
@@ -267,7 +278,8 @@ class GradientLearner(Algorithm):
         for _ in range(steps):
             moving = [fast[n] for n in self.adapted_names]
             grads = torch.autograd.grad(losses(fast, support_x, support_y).sum(), moving,
-                                        create_graph=not first_order, allow_unused=True, materialize_grads=True)
+                                        create_graph=not first_order, allow_unused=True,
+                                        materialize_grads=True)
             fast, state = self._advance(fast, dict(zip(self.adapted_names, grads)), state)
         return losses(fast, query_x, query_y)
 
@@ -291,8 +303,10 @@ class GradientLearner(Algorithm):
 
     def describe(self) -> str:
         rule = type(self.update_rule).__name__
-        return (f"`{self.name_in_config or self.name}`, inner lr {self.inner_lr}, {self.inner_steps} inner step(s)"
-                + (", first order" if self.first_order else "") + (f", update rule {rule}" if rule != "SGD" else ""))
+        return (f"`{self.name_in_config or self.name}`, inner lr {self.inner_lr}, "
+                f"{self.inner_steps} inner step(s)"
+                + (", first order" if self.first_order else "")
+                + (f", update rule {rule}" if rule != "SGD" else ""))
 
     # ----- adaptation at test time -----------------------------------------------------------
     def initial_params(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Params:
@@ -317,14 +331,16 @@ class GradientLearner(Algorithm):
                 path, state = [p], self._init_state(p)
                 with torch.enable_grad():
                     for _ in range(steps):
-                        p, state = self._step_autograd(p, state, support_x[i], support_y[i], True, create_graph=False)
+                        p, state = self._step_autograd(p, state, support_x[i], support_y[i], True,
+                                                       create_graph=False)
                         p = {n: v.detach().requires_grad_(n in self.adapted_names) for n, v in p.items()}
                         path.append(p)
                 per_task.append(path)
-            traj = [{n: torch.stack([per_task[i][k][n].detach() for i in range(len(per_task))]) for n in start}
+            traj = [{n: torch.stack([per_task[i][k][n].detach() for i in range(len(per_task))])
+                     for n in start}
                     for k in range(steps + 1)]
-        return Adapted(self.model, traj, {n: b.detach() for n, b in self.buffers_dict().items()}, batched=True,
-                       loop=self.strategy == "loop")
+        return Adapted(self.model, traj, {n: b.detach() for n, b in self.buffers_dict().items()},
+                       batched=True, loop=self.strategy == "loop")
 
     # ----- construction from a recipe -----------------------------------------------------
     @classmethod
@@ -333,7 +349,7 @@ class GradientLearner(Algorithm):
         return cls(parts.seeded(parts.model), loss=parts.loss, **vars(options))
 
 
-def _legacy_step_sizes(module, state_dict, prefix, *args) -> None:
+def _legacy_step_sizes(state_dict, prefix, *args) -> None:
     """Checkpoints written before update rules held Meta-SGD's step sizes as ``inner_lrs.N``."""
     for key in [k for k in state_dict if k.startswith(prefix + "inner_lrs.")]:
         state_dict[key.replace(prefix + "inner_lrs.", prefix + "update_rule.lrs.")] = state_dict.pop(key)

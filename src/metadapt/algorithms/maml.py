@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import torch
 
 from metadapt.algorithms.gradient import GradientLearner, GradientOptions
+from metadapt.algorithms.update_rules import UpdateRule
+from metadapt.errors import UserError
 from metadapt.options import option
-from metadapt.registry import register
+from metadapt.registry import lookup, register
 from metadapt.tasks.batch import TaskBatch
 
 
@@ -27,6 +29,16 @@ from metadapt.tasks.batch import TaskBatch
 class MAMLOptions(GradientOptions):
     first_order: bool = option(False, help="drop the second-derivative term (first-order MAML)")
     update_rule: str = option("sgd", help="sgd | metasgd | pkg.module:Rule (algorithms/update_rules.py)")
+
+    def validate(self, prefix: str) -> None:
+        """The update rule exists and is one, before anything is built."""
+        try:
+            target = lookup("update_rule", self.update_rule).target
+        except UserError as err:
+            raise UserError(f"{prefix}update_rule: {err}") from None
+        if not (isinstance(target, type) and issubclass(target, UpdateRule)):
+            raise UserError(f"{prefix}update_rule={self.update_rule} is not an update rule (a subclass of "
+                            "metadapt.UpdateRule); see docs/design.md, 'How to add an update rule'")
 
 
 @register("algorithm", "anil", adapt_only="head")
@@ -62,8 +74,9 @@ class MAML(GradientLearner):
             return super().meta_backward(batch, scale)
         params, total = self.meta_params(), 0.0
         for i in range(batch.num_tasks):
-            loss = self._task_losses(params, batch.support_x[i:i + 1], batch.support_y[i:i + 1], batch.query_x[i:i + 1],
-                                     batch.query_y[i:i + 1], self.inner_steps, self.first_order)[0]
+            loss = self._task_losses(params, batch.support_x[i:i + 1], batch.support_y[i:i + 1],
+                                     batch.query_x[i:i + 1], batch.query_y[i:i + 1], self.inner_steps,
+                                     self.first_order)[0]
             (loss * (scale / batch.num_tasks)).backward()
             total += loss.item()
         loss = total / batch.num_tasks

@@ -33,7 +33,8 @@ class MatchingOptions:
     fce: bool = option(False, help="full-context embeddings")
     fce_steps: int = option(5, positive=True, help="attLSTM steps with fce")
     cosine_scale: float | None = option(None, positive=True,
-                                        help="initial learned inverse temperature on the cosines; null: plain cosine")
+                                        help="initial learned inverse temperature on the cosines; "
+                                             "null: plain cosine")
 
 
 @register("algorithm", "matching")
@@ -54,7 +55,8 @@ class MatchingNet(MetricLearner):
         self.fce, self.fce_steps = fce, fce_steps
         if cosine_scale is not None and cosine_scale <= 0:
             raise ValueError(f"cosine_scale must be positive or None, got {cosine_scale}")
-        self.log_scale = nn.Parameter(torch.tensor(math.log(cosine_scale))) if cosine_scale is not None else None
+        self.log_scale = (nn.Parameter(torch.tensor(math.log(cosine_scale))) if cosine_scale is not None
+                          else None)
         if fce:
             self.support_lstm = nn.LSTM(embedding_dim, embedding_dim, bidirectional=True, batch_first=True)
             self.query_cell = nn.LSTMCell(2 * embedding_dim, embedding_dim)

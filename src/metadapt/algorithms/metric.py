@@ -17,8 +17,10 @@ class SupportMemory:
 
     steps = 0
 
-    def __init__(self, algorithm: MetricLearner, support_x: torch.Tensor, support_y: torch.Tensor, batched: bool):
-        self.algorithm, self.support_x, self.support_y, self.batched = algorithm, support_x, support_y, batched
+    def __init__(self, algorithm: MetricLearner, support_x: torch.Tensor, support_y: torch.Tensor,
+                 batched: bool):
+        self.algorithm, self.support_x, self.support_y, self.batched = (
+            algorithm, support_x, support_y, batched)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
@@ -26,7 +28,8 @@ class SupportMemory:
             raise ValueError(f"{self.algorithm.name} takes no adaptation steps; asked for step {step}")
         if not self.batched:
             return self.algorithm.task_logits(self.support_x, self.support_y, x)
-        return torch.stack([self.algorithm.task_logits(sx, sy, q) for sx, sy, q in zip(self.support_x, self.support_y, x)])
+        return torch.stack([self.algorithm.task_logits(sx, sy, q)
+                            for sx, sy, q in zip(self.support_x, self.support_y, x)])
 
 
 class MetricLearner(Algorithm):
@@ -74,7 +77,8 @@ class MetricLearner(Algorithm):
             (loss * (scale / batch.num_tasks)).backward()
             total += loss.item()
             correct += accuracy
-        return total / batch.num_tasks, {"query_loss": total / batch.num_tasks, "accuracy": correct / batch.num_tasks}
+        return total / batch.num_tasks, {"query_loss": total / batch.num_tasks,
+                                         "accuracy": correct / batch.num_tasks}
 
     def adapt_tasks(self, support_x, support_y, steps=None) -> SupportMemory:
         return SupportMemory(self, support_x, support_y, batched=True)

@@ -72,7 +72,8 @@ class MetaSGD(UpdateRule):
     def __init__(self, params: Params, lr: float, steps: int = 1):
         super().__init__(params, lr, steps)
         self.names = list(params)
-        self.lrs = nn.ParameterList(nn.Parameter(torch.full_like(p.detach(), float(lr))) for p in params.values())
+        self.lrs = nn.ParameterList(nn.Parameter(torch.full_like(p.detach(), float(lr)))
+                                    for p in params.values())
 
     def step_sizes(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.names, self.lrs))

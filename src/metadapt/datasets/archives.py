@@ -49,13 +49,16 @@ def open_zip(path: Path) -> zipfile.ZipFile:
         archive = zipfile.ZipFile(path)
         bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise UserError(f"archive {str(path)!r} is corrupt or truncated ({err}); delete it and download it again") from None
+        raise UserError(f"archive {str(path)!r} is corrupt or truncated ({err}); delete it and download it "
+                        "again") from None
     if bad is not None:
-        raise UserError(f"archive {str(path)!r} is corrupt (entry {bad!r} fails its CRC); delete it and download it again")
+        raise UserError(f"archive {str(path)!r} is corrupt (entry {bad!r} fails its CRC); delete it and "
+                        "download it again")
     for info in archive.infolist():
         safe_member_name(info.filename, path)
         if (info.external_attr >> 16) & 0o170000 == 0o120000:
-            raise UserError(f"archive {str(path)!r} has a symbolic link entry ({info.filename!r}); refusing to use it")
+            raise UserError(f"archive {str(path)!r} has a symbolic link entry ({info.filename!r}); "
+                            "refusing to use it")
     return archive
 
 
@@ -67,7 +70,8 @@ def safe_extract(path: Path, target: Path) -> None:
         for info in archive.infolist():
             destination = (target / safe_member_name(info.filename, path)).resolve()
             if target != destination and target not in destination.parents:
-                raise UserError(f"archive {str(path)!r} entry {info.filename!r} would land outside {str(target)!r}")
+                raise UserError(f"archive {str(path)!r} entry {info.filename!r} would land outside "
+                                f"{str(target)!r}")
         archive.extractall(target)
 
 

@@ -81,10 +81,12 @@ def _build_cache(archives: dict[str, Path], cache: Path, size: int, progress: bo
     for archive_name, path in archives.items():
         with open_zip(path) as zf:
             entries = sorted(i.filename for i in zf.infolist() if i.filename.lower().endswith(".png"))
-            for entry in tqdm(entries, desc=f"decode {archive_name}", disable=None if progress else True, unit="img"):
+            for entry in tqdm(entries, desc=f"decode {archive_name}", disable=None if progress else True,
+                              unit="img"):
                 parts = entry.split("/")
                 if len(parts) < 3:
-                    raise UserError(f"archive {str(path)!r} entry {entry!r} is not Alphabet/characterNN/image.png")
+                    raise UserError(f"archive {str(path)!r} entry {entry!r} is not "
+                                    "Alphabet/characterNN/image.png")
                 character = f"{parts[-3]}/{parts[-2]}"
                 if not names or names[-1] != character:
                     if character in names:
@@ -93,7 +95,8 @@ def _build_cache(archives: dict[str, Path], cache: Path, size: int, progress: bo
                 labels.append(len(names) - 1)
                 images.append(_decode(zf.read(entry), entry, path, size))
     if not images:
-        raise UserError(f"no PNG images found in {[str(p) for p in archives.values()]}; are these the Omniglot archives?")
+        raise UserError(f"no PNG images found in {[str(p) for p in archives.values()]}; "
+                        "are these the Omniglot archives?")
     cache.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".npz.tmp")
     try:
@@ -125,7 +128,8 @@ def load_characters(data_dir: str | Path | None = None, cache_dir: str | Path | 
     if not cache.is_file():
         _build_cache(archives, cache, image_size, progress)
     with np.load(cache, allow_pickle=False) as data:
-        images, labels, names = torch.from_numpy(data["images"]), torch.from_numpy(data["labels"]), data["names"].tolist()
+        images, labels, names = (torch.from_numpy(data["images"]), torch.from_numpy(data["labels"]),
+                                 data["names"].tolist())
     order = torch.argsort(labels, stable=True)
     counts = torch.bincount(labels, minlength=len(names)).tolist()
     groups = torch.split(images[order], counts)
@@ -140,14 +144,16 @@ def read_split(data_dir: Path, subset: str, allow_download: bool) -> list[str]:
 
 def load_omniglot(subset: str = "train", split: str = "vinyals", data_dir: str | Path | None = None,
                   cache_dir: str | Path | None = None, allow_download: bool = True, image_size: int = 28,
-                  progress: bool = True, checksums: dict[str, list[dict[str, str]]] | None = None) -> dict[str, torch.Tensor]:
+                  progress: bool = True,
+                  checksums: dict[str, list[dict[str, str]]] | None = None) -> dict[str, torch.Tensor]:
     """Classes of one subset: ``name -> float32 [n, 1, size, size]`` in [0, 1], strokes bright."""
     data_dir = Path(data_dir) if data_dir else default_data_dir()
     characters = load_characters(data_dir, cache_dir, allow_download, image_size, progress, checksums)
     classes: dict[str, torch.Tensor] = {}
     if split == "vinyals":
         if subset not in VINYALS_SUBSETS:
-            raise UserError(f"Omniglot vinyals split has subsets {', '.join(VINYALS_SUBSETS)}; got {subset!r}")
+            raise UserError(f"Omniglot vinyals split has subsets {', '.join(VINYALS_SUBSETS)}; "
+                            f"got {subset!r}")
         for line in read_split(data_dir, subset, allow_download):
             character, _, rotation = line.rpartition("/")
             if character not in characters or not rotation.startswith("rot"):
@@ -156,7 +162,8 @@ def load_omniglot(subset: str = "train", split: str = "vinyals", data_dir: str |
             classes[line] = torch.rot90(characters[character], quarter_turns, dims=(1, 2))
     elif split == "background":
         if subset not in BACKGROUND_SUBSETS:
-            raise UserError(f"Omniglot background split has subsets {', '.join(BACKGROUND_SUBSETS)}; got {subset!r}")
+            raise UserError(f"Omniglot background split has subsets {', '.join(BACKGROUND_SUBSETS)}; "
+                            f"got {subset!r}")
         wanted = BACKGROUND_SUBSETS[subset]
         archive_chars = _characters_of(data_dir / f"{wanted}.zip")
         classes = {name: characters[name] for name in archive_chars}
@@ -167,5 +174,6 @@ def load_omniglot(subset: str = "train", split: str = "vinyals", data_dir: str |
 
 def _characters_of(archive: Path) -> list[str]:
     with open_zip(archive) as zf:
-        seen = dict.fromkeys(f"{p[-3]}/{p[-2]}" for p in (n.split("/") for n in zf.namelist() if n.lower().endswith(".png")))
+        seen = dict.fromkeys(f"{p[-3]}/{p[-2]}"
+                             for p in (n.split("/") for n in zf.namelist() if n.lower().endswith(".png")))
     return list(seen)

@@ -58,11 +58,13 @@ def evaluate_learning_speed(methods: dict[str, Algorithm], settings: dict[str, T
             continue
         curve = adaptation_curve(algorithm, batch, steps, family=family)
         mean, ci = mean_ci(curve)
-        entry = results["settings"].setdefault(label, {"tasks": batch.num_tasks, "queries": batch.query_x.shape[1], "methods": {}})
+        entry = results["settings"].setdefault(label, {"tasks": batch.num_tasks,
+                                                       "queries": batch.query_x.shape[1], "methods": {}})
         entry["methods"][name] = {
             "mean": mean.tolist(),
             "ci95": ci.tolist(),
-            "steps_to_target": {str(t): steps_to_target(mean.tolist(), t, higher_is_better=metric == "accuracy")
+            "steps_to_target": {str(t): steps_to_target(mean.tolist(), t,
+                                                        higher_is_better=metric == "accuracy")
                                 for t in targets},
         }
     return results

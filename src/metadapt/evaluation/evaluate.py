@@ -33,7 +33,8 @@ def _scratch(runs: list[Run]) -> GradientLearner | None:
     """Training from scratch, adapted as the first gradient-based run adapts."""
     for run in runs:
         if isinstance(run.algorithm, GradientLearner) and run.algorithm.trainable:
-            return build_scratch(run.config, run.family, model=run.given.get("model"), loss=run.given.get("loss"))
+            return build_scratch(run.config, run.family, model=run.given.get("model"),
+                                 loss=run.given.get("loss"))
     return None
 
 
@@ -52,8 +53,8 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
         methods["scratch"] = baseline
     settings = evaluation_settings(run, tasks)
     metric = run.family.metric if run.config.loss is None else "loss"
-    results = evaluate_learning_speed(methods, settings, steps, cfg.targets, progress=progress, family=run.family,
-                                      metric=metric)
+    results = evaluate_learning_speed(methods, settings, steps, cfg.targets, progress=progress,
+                                      family=run.family, metric=metric)
     results["seed"] = cfg.seed
     atomic_write_text(run.path / "eval" / "results.json", json.dumps(results, indent=1))
 

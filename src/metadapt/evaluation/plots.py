@@ -98,7 +98,8 @@ def plot_training_curve(rows: list[dict], path: Path, title: str) -> bool:
 
 
 @torch.no_grad()
-def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes: int = 2, queries_shown: int = 10) -> None:
+def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes: int = 2,
+                          queries_shown: int = 10) -> None:
     """For a few test episodes: the support images (one column per class) and query images
     titled with the predicted class, green when right and red when wrong."""
     device = next(algorithm.parameters()).device
@@ -120,12 +121,15 @@ def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes:
             ax.imshow(batch.support_x[e, i, 0].numpy(), cmap="gray_r")
             ax.set_title(f"support {c}", fontsize=7)
         for j in range(min(queries_shown, batch.query_x.shape[1])):
-            index = j * (batch.query_x.shape[1] // queries_shown) if batch.query_x.shape[1] >= queries_shown else j
+            index = (j * (batch.query_x.shape[1] // queries_shown) if batch.query_x.shape[1] >= queries_shown
+                     else j)
             truth, guess = int(batch.query_y[e, index]), int(predicted[e, index])
             ax = axes[top + shots + j // ways][j % ways]
             ax.imshow(batch.query_x[e, index, 0].numpy(), cmap="gray_r")
-            ax.set_title(f"pred {guess} (true {truth})", fontsize=6, color="green" if guess == truth else "red")
-    fig.suptitle(f"{algorithm.name_in_config or algorithm.name}: example {ways}-way {shots}-shot test episodes")
+            ax.set_title(f"pred {guess} (true {truth})", fontsize=6,
+                         color="green" if guess == truth else "red")
+    fig.suptitle(f"{algorithm.name_in_config or algorithm.name}: example {ways}-way {shots}-shot "
+                 "test episodes")
     _save(fig, path)
 
 

@@ -26,7 +26,8 @@ def _cell(m: dict, k: int, metric: str) -> str:
 
 def _render(head: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
     if markdown:
-        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+        return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                + ["| " + " | ".join(r) + " |" for r in rows])
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows]
 
@@ -38,7 +39,8 @@ def comparison_table(results: dict, markdown: bool = True) -> str:
     unit = UNITS.get(metric, metric)
     lines = []
     for label, entry in results["settings"].items():
-        head = [f"{label} ({entry['tasks']} tasks), {unit}"] + [f"{k} step{'s' if k != 1 else ''}" for k in cols]
+        head = ([f"{label} ({entry['tasks']} tasks), {unit}"]
+                + [f"{k} step{'s' if k != 1 else ''}" for k in cols])
         rows = [[name] + [_cell(m, k, metric) for k in cols] for name, m in entry["methods"].items()]
         lines += _render(head, rows, markdown) + [""]
     return "\n".join(lines)
@@ -54,7 +56,8 @@ def speed_table(results: dict, markdown: bool = True) -> str:
     for label, entry in results["settings"].items():
         for name, m in entry["methods"].items():
             reached = [m["steps_to_target"][str(t)] for t in results["targets"]]
-            rows.append([label, name] + [str(r) if r is not None else f"> {len(m['mean']) - 1}" for r in reached])
+            rows.append([label, name]
+                        + [str(r) if r is not None else f"> {len(m['mean']) - 1}" for r in reached])
     return "\n".join(_render(head, rows, markdown))
 
 
@@ -70,8 +73,8 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
         "",
         *run.family.describe(),
         f"- Model: {describe_model() if describe_model else type(model).__name__}.",
-        f"- Algorithm: {algorithm.describe()}, meta-batch {tr.meta_batch_size}, {tr.optimizer} meta lr {tr.meta_lr}, "
-        f"seed {tr.seed}.",
+        f"- Algorithm: {algorithm.describe()}, meta-batch {tr.meta_batch_size}, {tr.optimizer} meta lr "
+        f"{tr.meta_lr}, seed {tr.seed}.",
     ]
     if config.loss is not None:
         lines.append(f"- Loss: `{config.loss}`.")
@@ -88,9 +91,9 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
         "",
         f"## Query {score} after adaptation (mean ± 95% CI over test tasks)",
         "",
-        f"Gradient-based methods are adapted with plain gradient steps of their own recipe's inner lr{own} on the "
-        "same test tasks; `scratch` starts each task from a fresh random initialization; metric-based methods take "
-        "no steps.",
+        f"Gradient-based methods are adapted with plain gradient steps of their own recipe's inner lr{own} "
+        "on the same test tasks; `scratch` starts each task from a fresh random initialization; metric-based "
+        "methods take no steps.",
         "",
         comparison_table(results),
         "## Learning speed",

@@ -26,7 +26,8 @@ DOWNSAMPLE = ("pool", "stride")
 def conv_block(in_channels: int, out_channels: int, downsample: str = "pool") -> nn.Sequential:
     stride = 2 if downsample == "stride" else 1
     layers: list[nn.Module] = [
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),  # BatchNorm follows: a bias would be inert
+        # BatchNorm follows: a bias would be inert
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
         nn.BatchNorm2d(out_channels, track_running_stats=False),
         nn.ReLU(),
     ]
@@ -46,7 +47,8 @@ class SpatialMean(nn.Module):
 class Conv4Options:
     filters: int = option(64, positive=True)
     downsample: str = option("pool", choices=DOWNSAMPLE,
-                             help="pool: 2x2 max-pool per block; stride: stride-2 convolutions (the MAML code's)")
+                             help="pool: 2x2 max-pool per block; "
+                                  "stride: stride-2 convolutions (the MAML code's)")
 
 
 @register("model", "conv4")
@@ -54,8 +56,8 @@ class Conv4(nn.Sequential):
     """``Conv4(1, 64)`` is the embedding; ``Conv4(1, 64, out_features=5)`` adds a linear head
     (for MAML-style methods; the head is the last layer ANIL adapts)."""
 
-    def __init__(self, in_channels: int = 1, filters: int = 64, out_features: int | None = None, image_size: int = 28,
-                 downsample: str = "pool"):
+    def __init__(self, in_channels: int = 1, filters: int = 64, out_features: int | None = None,
+                 image_size: int = 28, downsample: str = "pool"):
         if downsample not in DOWNSAMPLE:
             raise ValueError(f"downsample must be one of {DOWNSAMPLE}, not {downsample!r}")
         layers: list[nn.Module] = [conv_block(in_channels, filters, downsample)]

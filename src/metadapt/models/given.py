@@ -22,6 +22,7 @@ class GivenModel:
 
     @classmethod
     def from_options(cls, options, input_shape, outputs):
-        raise UserError(f"this run was trained with a model given from Python ({options.source or 'an object'}), "
-                        "which metadapt cannot rebuild from the recipe; load it with metadapt.load(RUN, model=...), "
+        raise UserError("this run was trained with a model given from Python "
+                        f"({options.source or 'an object'}), which metadapt cannot rebuild from the recipe; "
+                        "load it with metadapt.load(RUN, model=...), "
                         "or name the model's class in the recipe (model.name: pkg.module:Class)")

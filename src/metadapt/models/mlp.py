@@ -14,7 +14,8 @@ from metadapt.registry import register
 class MLPOptions:
     hidden: list[int] = option([40, 40], positive=True, help="widths of the hidden layers")
     init_std: float | None = option(None, positive=True,
-                                    help="null keeps torch's init; 0.01 is the MAML code's (truncated normal, zero bias)")
+                                    help="null keeps torch's init; "
+                                         "0.01 is the MAML code's (truncated normal, zero bias)")
 
 
 @register("model", "mlp")
@@ -30,8 +31,8 @@ class MLP(nn.Sequential):
     cbfinn/maml ``construct_fc_weights``).
     """
 
-    def __init__(self, in_features: int = 1, hidden: tuple[int, ...] | list[int] = (40, 40), out_features: int = 1,
-                 init_std: float | None = None):
+    def __init__(self, in_features: int = 1, hidden: tuple[int, ...] | list[int] = (40, 40),
+                 out_features: int = 1, init_std: float | None = None):
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
@@ -50,7 +51,8 @@ class MLP(nn.Sequential):
     @classmethod
     def from_options(cls, options: MLPOptions, input_shape: tuple[int, ...], outputs: int | None) -> MLP:
         if len(input_shape) != 1:
-            raise UserError(f"model.name=mlp takes vector inputs; these tasks' inputs have shape {input_shape}")
+            raise UserError(f"model.name=mlp takes vector inputs; these tasks' inputs have shape "
+                            f"{input_shape}")
         if outputs is None:
             raise UserError("model.name=mlp has no embedding-only form for a metric-based method; use conv4")
         return cls(input_shape[0], options.hidden, outputs, init_std=options.init_std)

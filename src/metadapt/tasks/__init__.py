@@ -6,5 +6,5 @@ from metadapt.tasks.omniglot import OmniglotFamily
 from metadapt.tasks.sinusoid import PRESETS as SINUSOID_PRESETS
 from metadapt.tasks.sinusoid import SinusoidFamily, SinusoidTasks
 
-__all__ = ["TaskBatch", "TaskSource", "TaskFamily", "GivenTasks", "SinusoidFamily", "SinusoidTasks", "OmniglotFamily",
-           "SINUSOID_PRESETS"]
+__all__ = ["TaskBatch", "TaskSource", "TaskFamily", "GivenTasks", "SinusoidFamily", "SinusoidTasks",
+           "OmniglotFamily", "SINUSOID_PRESETS"]

@@ -28,13 +28,13 @@ class Episodes:
             raise UserError(f"episodes need ways, shots and queries >= 1, got {ways}, {shots}, {queries}")
         self.names = list(dataset)
         if ways > len(self.names):
-            raise UserError(f"asked for {ways}-way episodes but the dataset has only {len(self.names)} classes; "
-                            f"lower the number of ways")
+            raise UserError(f"asked for {ways}-way episodes but the dataset has only {len(self.names)} "
+                            f"classes; lower the number of ways")
         smallest = min(self.names, key=lambda n: len(dataset[n]))
         if shots + queries > len(dataset[smallest]):
             raise UserError(
-                f"asked for {shots} shots + {queries} queries = {shots + queries} examples per class, but class "
-                f"{smallest!r} has only {len(dataset[smallest])}; lower shots or queries"
+                f"asked for {shots} shots + {queries} queries = {shots + queries} examples per class, but "
+                f"class {smallest!r} has only {len(dataset[smallest])}; lower shots or queries"
             )
         self.ways, self.shots, self.queries = ways, shots, queries
         sizes = {len(dataset[n]) for n in self.names}
@@ -43,14 +43,16 @@ class Episodes:
 
     def sample(self, num_tasks: int, generator: torch.Generator) -> TaskBatch:
         n, per_class = self.ways, self.shots + self.queries
-        classes = torch.stack([torch.randperm(len(self.names), generator=generator)[:n] for _ in range(num_tasks)])
+        classes = torch.stack([torch.randperm(len(self.names), generator=generator)[:n]
+                               for _ in range(num_tasks)])
         if self.stacked is not None:
             picks = torch.stack([torch.randperm(self.stacked.shape[1], generator=generator)[:per_class]
                                  for _ in range(num_tasks * n)]).view(num_tasks, n, per_class)
             x = self.stacked[classes.unsqueeze(-1), picks]  # [T, ways, shots+queries, ...]
         else:
             x = torch.stack([torch.stack([
-                self.dataset[self.names[c]][torch.randperm(len(self.dataset[self.names[c]]), generator=generator)[:per_class]]
+                self.dataset[self.names[c]][
+                    torch.randperm(len(self.dataset[self.names[c]]), generator=generator)[:per_class]]
                 for c in row.tolist()]) for row in classes])
         labels = torch.arange(n).view(1, n, 1).expand(num_tasks, n, per_class)
         s = self.shots

@@ -94,7 +94,8 @@ class TaskFamily:
 
     def describe(self) -> list[str]:
         """The report's lines about the tasks."""
-        opts = ", ".join(f"{k} {v}" for k, v in vars(self.options).items()) if hasattr(self.options, "__dict__") else ""
+        opts = (", ".join(f"{k} {v}" for k, v in vars(self.options).items())
+                if hasattr(self.options, "__dict__") else "")
         return [f"- Tasks: `{type(self).__name__}`" + (f" ({opts})." if opts else ".")]
 
     @classmethod
@@ -106,9 +107,10 @@ class TaskFamily:
         if cls.models is not None and not is_import_path(model) and model not in cls.models:
             raise UserError(f"task.family={config.task.family} needs model.name "
                             f"{' or '.join(cls.models)}, not {model}")
-        if getattr(lookup("algorithm", config.algorithm.name).target, "classifies", False) and not cls.classification:
-            raise UserError(f"algorithm.name={config.algorithm.name} classifies; use it with a classification "
-                            "task family such as task.family=omniglot")
+        if (getattr(lookup("algorithm", config.algorithm.name).target, "classifies", False)
+                and not cls.classification):
+            raise UserError(f"algorithm.name={config.algorithm.name} classifies; use it with a "
+                            "classification task family such as task.family=omniglot")
 
 
 @dataclass
@@ -138,7 +140,8 @@ class GivenTasks(TaskFamily):
             classification = not torch.is_floating_point(probe.support_y)
             self.options.input_shape = list(probe.support_x.shape[2:])
             self.options.classification = classification
-            self.options.outputs = int(probe.support_y.max()) + 1 if classification else int(probe.support_y[0, 0].numel())
+            self.options.outputs = (int(probe.support_y.max()) + 1 if classification
+                                    else int(probe.support_y[0, 0].numel()))
             self.options.shots = probe.support_x.shape[1]
         self.classification = self.options.classification
         self.input_shape = tuple(self.options.input_shape)
@@ -151,15 +154,16 @@ class GivenTasks(TaskFamily):
     def tasks(self, split="train", shots=None, queries=None, ways=None) -> TaskSource:
         if self.source is None:
             raise UserError(
-                f"this run was trained on tasks given from Python ({self.options.source or 'an object'}), which "
-                "metadapt cannot rebuild from the recipe; evaluate it from Python with "
-                "metadapt.evaluate_run(metadapt.load(RUN, tasks=...)), or make the tasks a task family and name it "
-                "in the recipe (task.family: pkg.module:Family; docs/design.md, 'How to add a task family')")
+                f"this run was trained on tasks given from Python ({self.options.source or 'an object'}), "
+                "which metadapt cannot rebuild from the recipe; evaluate it from Python with "
+                "metadapt.evaluate_run(metadapt.load(RUN, tasks=...)), or make the tasks a task family and "
+                "name it in the recipe (task.family: pkg.module:Family; docs/design.md, "
+                "'How to add a task family')")
         return self.source
 
     def eval_settings(self, eval_config):
         return [(f"{self.options.shots}-shot", self.tasks("test"), self.options.shots)]
 
     def describe(self) -> list[str]:
-        return [f"- Tasks: given from Python (`{self.options.source}`), {self.options.shots} support examples per "
-                "task."]
+        return [f"- Tasks: given from Python (`{self.options.source}`), {self.options.shots} support "
+                "examples per task."]

@@ -24,7 +24,8 @@ class OmniglotOptions:
     ways: int = option(5, low=2, help="classes per episode in meta-training")
     shots: int = option(1, positive=True, help="support images per class in meta-training")
     queries: int = option(15, positive=True, help="query images per class in meta-training")
-    data_dir: str | None = option(None, help="folder with the archives (default ~/.cache/metadapt/data/omniglot)")
+    data_dir: str | None = option(None,
+                                  help="folder with the archives (default ~/.cache/metadapt/data/omniglot)")
     split: str = option("vinyals", choices=("vinyals", "background"))
     train_subset: str = "trainval"
     val_subset: str = "val"
@@ -54,13 +55,15 @@ class OmniglotFamily(TaskFamily):
     def tasks(self, split="train", shots=None, queries=None, ways=None) -> Episodes:
         o = self.options
         return Episodes(self._subset(split), ways=o.ways if ways is None else ways,
-                        shots=o.shots if shots is None else shots, queries=o.queries if queries is None else queries)
+                        shots=o.shots if shots is None else shots,
+                        queries=o.queries if queries is None else queries)
 
     def num_classes(self, split: str = "train") -> int:
         return len(self._subset(split))
 
     def eval_settings(self, eval_config):
-        return [(f"{ways}-way {shots}-shot", self.tasks("test", ways=ways, shots=shots, queries=eval_config.queries),
+        return [(f"{ways}-way {shots}-shot",
+                 self.tasks("test", ways=ways, shots=shots, queries=eval_config.queries),
                  1000 * ways + shots) for ways in eval_config.ways for shots in eval_config.shots]
 
     def example_figures(self, methods, settings, run_dir, steps, eval_config):
@@ -73,7 +76,8 @@ class OmniglotFamily(TaskFamily):
 
     def describe(self) -> list[str]:
         o = self.options
-        return [f"- Tasks: Omniglot ({o.split} split, trained on `{o.train_subset}`, tested on `{o.test_subset}`), "
+        return [f"- Tasks: Omniglot ({o.split} split, trained on `{o.train_subset}`, "
+                f"tested on `{o.test_subset}`), "
                 f"{o.ways}-way {o.shots}-shot episodes with {o.queries} queries per class in training."]
 
     @classmethod

@@ -44,7 +44,8 @@ class SinusoidTasks:
 
     def __post_init__(self) -> None:
         if self.shots < 1 or self.queries < 1:
-            raise ValueError(f"sinusoid tasks need shots >= 1 and queries >= 1, got {self.shots} and {self.queries}")
+            raise ValueError(f"sinusoid tasks need shots >= 1 and queries >= 1, got {self.shots} and "
+                             f"{self.queries}")
         for name in ("amplitude", "phase", "x_range"):
             lo, hi = getattr(self, name)
             if not lo <= hi:
@@ -102,11 +103,12 @@ class SinusoidFamily(TaskFamily):
         for shots in eval_config.shots[:2]:
             rel = f"plots/example_fits_{shots}shot.png"
             plot_example_fits(methods, self.tasks(shots=shots), run_dir / rel,
-                              steps=tuple(s for s in (1, 10) if s <= steps) or (steps,), seed=eval_config.seed)
+                              steps=tuple(s for s in (1, 10) if s <= steps) or (steps,),
+                              seed=eval_config.seed)
             figures[f"Example fits, {shots}-shot"] = rel
         return figures
 
     def describe(self) -> list[str]:
         o = self.options
-        return [f"- Tasks: sinusoid preset `{o.preset}`, {o.shots} support + {o.queries} query points per task "
-                "in training."]
+        return [f"- Tasks: sinusoid preset `{o.preset}`, {o.shots} support + {o.queries} query points per "
+                "task in training."]

@@ -41,11 +41,13 @@ class CompiledMetaStep:
         group = optimizer.param_groups[0]
         if isinstance(optimizer, torch.optim.Adam):
             if group["amsgrad"] or group["weight_decay"] or group["maximize"]:
-                raise ValueError("the compiled meta-step supports Adam without amsgrad, weight_decay or maximize")
+                raise ValueError("the compiled meta-step supports Adam without amsgrad, weight_decay or "
+                                 "maximize")
             self.kind = "adam"
         elif isinstance(optimizer, torch.optim.SGD):
             if group["momentum"] or group["weight_decay"] or group["maximize"]:
-                raise ValueError("the compiled meta-step supports SGD without momentum, weight_decay or maximize")
+                raise ValueError("the compiled meta-step supports SGD without momentum, weight_decay or "
+                                 "maximize")
             self.kind = "sgd"
         else:
             raise ValueError(f"the compiled meta-step supports Adam and SGD, not {type(optimizer).__name__}")
@@ -57,7 +59,8 @@ class CompiledMetaStep:
         # On CPU, Inductor's C++ wrapper calls the step's kernels from C++ instead of Python,
         # which cuts the per-step overhead of this small graph.
         cpu = self._live[0].device.type == "cpu"
-        self._compiled = torch.compile(self._step, dynamic=False, options={"cpp_wrapper": True} if cpu else None)
+        self._compiled = torch.compile(self._step, dynamic=False,
+                                       options={"cpp_wrapper": True} if cpu else None)
 
     def _state(self, p: torch.Tensor) -> dict:
         state = self.optimizer.state[p]
@@ -73,7 +76,8 @@ class CompiledMetaStep:
         live = self._live
         if self.kind == "adam":
             states = [self._state(p) for p in live]
-            key = tuple(id(x) for p, st in zip(live, states) for x in (p, st["exp_avg"], st["exp_avg_sq"], st["step"]))
+            key = tuple(id(x) for p, st in zip(live, states)
+                        for x in (p, st["exp_avg"], st["exp_avg_sq"], st["step"]))
         else:
             states, key = [], tuple(id(p) for p in live)
         if key != getattr(self, "_key", None):

@@ -71,7 +71,8 @@ def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBa
                         f"({context.world_size}); set it to 0 or to such a multiple")
     if batch.num_tasks < shards:
         raise UserError(f"train.meta_batch_size ({batch.num_tasks}) must be at least the number of gradient "
-                        f"shards ({shards}: train.grad_shards, or the number of processes); raise it or use fewer")
+                        f"shards ({shards}: train.grad_shards, or the number of processes); "
+                        "raise it or use fewer")
     bounds = torch.linspace(0, batch.num_tasks, shards + 1).round().long().tolist()
     per_process = shards // context.world_size
     vectors, loss_share, metrics_share = [], 0.0, {}
@@ -81,7 +82,8 @@ def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBa
         for p in parameters:
             p.grad = None
         loss, metrics = algorithm.meta_backward(part, share)
-        vectors.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in parameters]))
+        vectors.append(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                                  for p in parameters]))
         loss_share += loss * share
         for key, value in metrics.items():
             metrics_share[key] = metrics_share.get(key, 0.0) + value * share

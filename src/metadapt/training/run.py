@@ -31,10 +31,12 @@ def checkpoint_path(run_dir: Path, which: str = "last") -> Path:
 def read_run_config(run_dir: str | Path) -> Config:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"run directory {str(run_dir)!r} does not exist; train one with 'metadapt train RECIPE'")
+        raise UserError(f"run directory {str(run_dir)!r} does not exist; "
+                        "train one with 'metadapt train RECIPE'")
     path = config_path(run_dir)
     if not path.is_file():
-        raise UserError(f"{str(run_dir)!r} is not a metadapt run (no config.yaml); pass the folder 'metadapt train' wrote")
+        raise UserError(f"{str(run_dir)!r} is not a metadapt run (no config.yaml); "
+                        "pass the folder 'metadapt train' wrote")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError:

@@ -81,8 +81,8 @@ class GradientStep(OuterStep):
     def step(self, tasks, generator) -> StepResult:
         batch = tasks.sample(self.meta_batch_size, generator).to(self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, metrics, finite = distributed.meta_gradient(self.algorithm, self.parameters, batch, self.context,
-                                                          self.shards)
+        loss, metrics, finite = distributed.meta_gradient(self.algorithm, self.parameters, batch,
+                                                          self.context, self.shards)
         return StepResult(loss, metrics, finite)
 
     def commit(self) -> None:

@@ -69,7 +69,8 @@ def validation_metrics(algorithm: Algorithm, batch: TaskBatch, chunk: int = 100)
     for start in range(0, batch.num_tasks, chunk):
         part = batch[start:start + chunk]
         prediction = algorithm.adapt_tasks(part.support_x, part.support_y).predict(part.query_x)
-        total += float(algorithm.loss_fn(prediction.flatten(0, 1), part.query_y.flatten(0, 1))) * part.num_tasks
+        total += (float(algorithm.loss_fn(prediction.flatten(0, 1), part.query_y.flatten(0, 1)))
+                  * part.num_tasks)
         if not torch.is_floating_point(part.query_y):
             correct += float((prediction.argmax(-1) == part.query_y).float().mean()) * part.num_tasks
     metrics = {"query_loss": total / batch.num_tasks}
@@ -91,7 +92,8 @@ def _stop_on_signals():
             signal.signal(s, h)
 
 
-def record_given(config: Config, tasks=None, model: nn.Module | None = None, loss: Callable | None = None) -> Config:
+def record_given(config: Config, tasks=None, model: nn.Module | None = None,
+                 loss: Callable | None = None) -> Config:
     """Name in the config what was given from Python instead of the recipe's, so the run's
     ``config.yaml`` says what it was trained on and ``eval`` rebuilds it or refuses clearly. A
     family that cannot be imported back, or a plain task source, is recorded as ``given`` with the
@@ -114,8 +116,8 @@ def record_given(config: Config, tasks=None, model: nn.Module | None = None, los
     return config
 
 
-def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True,
-          tasks: TaskFamily | TaskSource | None = None, model: nn.Module | None = None,
+def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, tasks: TaskFamily | TaskSource | None = None, model: nn.Module | None = None,
           loss: Callable | None = None) -> dict:
     """Meta-train ``config`` into ``run_dir``; returns a summary (final losses, throughput).
 
@@ -132,7 +134,8 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: 
         distributed.shutdown(context)
 
 
-def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, given_model, given_loss) -> dict:
+def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, given_model,
+           given_loss) -> dict:
     cfg = config.train
     # ---- everything the run needs, built and checked before any file is written -----------------
     family = build_family(config, given_tasks)
@@ -173,7 +176,8 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
 
     def checkpoint(which: str) -> None:
         if context.is_main:
-            seconds = time.perf_counter() - started + resumed_seconds if step > started_step else resumed_seconds
+            seconds = (time.perf_counter() - started + resumed_seconds if step > started_step
+                       else resumed_seconds)
             save_checkpoint(checkpoint_path(run_dir, which), {
                 "state": algorithm.state_dict(), **outer.state_dict(), "generator": generator.get_state(),
                 "step": step, "best": best, "seconds": seconds, "algorithm": config.algorithm.name,
@@ -193,10 +197,11 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
                 result = outer.step(train_tasks, generator)
 
                 # every process agrees on faults, signals, the time limit and the logged metrics
-                time_up = context.is_main and cfg.time_limit_s > 0 and time.perf_counter() - started >= cfg.time_limit_s
+                time_up = (context.is_main and cfg.time_limit_s > 0
+                           and time.perf_counter() - started >= cfg.time_limit_s)
                 flags = distributed.agree(context, {
-                    "fault": not result.finite, "signal": bool(signals), "time_up": time_up, "loss": result.loss,
-                    **{f"metric:{k}": v for k, v in result.metrics.items()}})
+                    "fault": not result.finite, "signal": bool(signals), "time_up": time_up,
+                    "loss": result.loss, **{f"metric:{k}": v for k, v in result.metrics.items()}})
                 metrics = {k[len("metric:"):]: v for k, v in flags.items() if k.startswith("metric:")}
                 fault, interrupted = flags["fault"] > 0, flags["signal"] > 0
                 if flags["time_up"] > 0:
@@ -207,8 +212,8 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
                     distributed.barrier(context)
                     kept = f"step {saved_at}" if saved_at is not None else "none was written yet"
                     raise NonFiniteError(
-                        f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {flags['loss']}); stopped; "
-                        f"the last good checkpoint is kept ({kept}). "
+                        f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {flags['loss']}); "
+                        f"stopped; the last good checkpoint is kept ({kept}). "
                         "Lower train.meta_lr or algorithm.inner_lr, or set train.on_nonfinite=skip")
                 if fault:
                     skipped += 1
@@ -223,7 +228,8 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
                 # validation and logging (the main process writes)
                 if context.is_main:
                     if fault:
-                        log.write(json.dumps({"step": step, "split": "train", "skipped": "non-finite"}) + "\n")
+                        log.write(json.dumps({"step": step, "split": "train", "skipped": "non-finite"})
+                                  + "\n")
                     if step % cfg.val_every == 0 or step == total:
                         val_metrics = validation_metrics(algorithm, val_batch)
                         last_val = val_metrics["query_loss"]
@@ -231,12 +237,13 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
                             best = last_val
                             checkpoint("best")
                         log.write(json.dumps({"step": step, "split": "val", **val_metrics,
-                                              "seconds": time.perf_counter() - started + resumed_seconds}) + "\n")
+                                              "seconds": time.perf_counter() - started + resumed_seconds})
+                                  + "\n")
                     if step % cfg.log_every == 0 or step == total:
                         elapsed = time.perf_counter() - started
-                        log.write(json.dumps({"step": step, "split": "train", **metrics,
-                                              "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)})
-                                  + "\n")
+                        log.write(json.dumps({
+                            "step": step, "split": "train", **metrics,
+                            "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)}) + "\n")
                         log.flush()
                         bar.set_postfix(loss=f"{running:.3f}" if running is not None else "-",
                                         val=f"{last_val:.3f}" if last_val is not None else "-")
@@ -272,7 +279,8 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
     return summary
 
 
-def _restore(run_dir: Path, algorithm: Algorithm, outer, generator: torch.Generator) -> tuple[int, float, float]:
+def _restore(run_dir: Path, algorithm: Algorithm, outer,
+             generator: torch.Generator) -> tuple[int, float, float]:
     """Load the last checkpoint into the algorithm, the outer step and the generator; returns the
     step, the best validation loss and the training seconds before it."""
     path = checkpoint_path(run_dir, "last")
