@@ -27,11 +27,7 @@ def build_family(config: Config, tasks: TaskFamily | TaskSource | None = None) -
         return tasks
     if tasks is not None:
         return GivenTasks.wrap(tasks)
-    family = config.task.entry.target
-    if not (isinstance(family, type) and issubclass(family, TaskFamily)):
-        raise UserError(f"task.family={config.task.family} is not a TaskFamily subclass; see docs/design.md, "
-                        "'How to add a task family'")
-    return family(config.task.options)
+    return config.task.entry.target(config.task.options)  # a TaskFamily: config.validate checked it
 
 
 def build_tasks(config: Config, subset: str = "train", shots: int | None = None, queries: int | None = None,
@@ -94,10 +90,7 @@ def build_algorithm(config: Config, family: TaskFamily | None = None, model: nn.
                     loss: Callable | None = None) -> Algorithm:
     """The run's algorithm, its model initialised from ``train.seed`` (global RNG untouched)."""
     family = build_family(config) if family is None else family
-    cls = config.algorithm.entry.target
-    if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
-        raise UserError(f"algorithm.name={config.algorithm.name} is not an Algorithm subclass; see "
-                        "docs/design.md, 'How to add an algorithm'")
+    cls = config.algorithm.entry.target  # an Algorithm: config.validate checked it
     parts = Parts(config, family, build_loss(config, family, loss), model)
     algorithm = cls.from_config(config.algorithm.options, parts)
     algorithm.name_in_config = config.algorithm.name

@@ -40,10 +40,6 @@ class Entry:
     options: type | None = None
     implied: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def builtin(self) -> bool:
-        return not is_import_path(self.name)
-
 
 _ENTRIES: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
 
