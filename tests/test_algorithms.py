@@ -5,6 +5,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metadapt.algorithms import MAML, Pretrain, Reptile, Scratch
+from metadapt.errors import UserError
 from metadapt.models import MLP
 
 
@@ -103,7 +104,7 @@ def test_invalid_algorithm_options_are_refused():
         MAML(MLP(), inner_lr=-0.1)
     with pytest.raises(ValueError, match="task_parallel"):
         MAML(MLP(), task_parallel="threads")
-    with pytest.raises(ValueError, match="matches no parameter"):
+    with pytest.raises(UserError, match="matches no parameter"):
         MAML(MLP(), adapt_only=["nope"])
 
 

@@ -14,6 +14,7 @@ from metadapt import Algorithm, TaskBatch, TaskFamily, UpdateRule
 from metadapt.cli import main
 from metadapt.options import option
 from metadapt.training.checkpoint import load_checkpoint
+from metadapt.training.steps import OuterStep, StepResult
 
 TRAIN = {"iterations": 30, "meta_batch_size": 4, "val_every": 15, "val_tasks": 8, "checkpoint_every": 15,
          "log_every": 5, "meta_lr": 0.003}
@@ -205,3 +206,67 @@ def test_bad_import_paths_are_one_line_errors(tmp_path, capsys, section, message
                  "--no-progress"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+# ----- an outer step: several epochs per meta-batch, with state of its own ----------------------------
+class EpochsStep(OuterStep):
+    """``epochs`` SGD steps on each meta-batch (as PPO takes several epochs per batch of rollouts),
+    counting the updates it has made in a tensor it keeps between steps."""
+
+    def __init__(self, algorithm, lr, epochs, meta_batch_size):
+        self.algorithm, self.epochs, self.meta_batch_size = algorithm, epochs, meta_batch_size
+        self.optimizer = torch.optim.SGD(algorithm.parameters(), lr=lr, momentum=0.9)
+        self.updates = torch.zeros((), dtype=torch.int64)
+
+    def step(self, tasks, generator):
+        batch = tasks.sample(self.meta_batch_size, generator)
+        losses = []
+        for _ in range(self.epochs):
+            self.optimizer.zero_grad()
+            loss, metrics = self.algorithm.meta_loss(batch)
+            loss.backward()
+            self.optimizer.step()
+            self.updates += 1
+            losses.append(metrics["query_loss"])
+        return StepResult(losses[-1], {"query_loss": losses[-1], "first_epoch_loss": losses[0]}, True)
+
+    def state_dict(self):
+        return {"optimizer": self.optimizer.state_dict(), "updates": self.updates.clone()}
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = state["updates"].clone()
+
+
+class EpochsKernelRegression(KernelRegression):
+    """Kernel regression meta-trained by :class:`EpochsStep` (its ``outer_step``)."""
+
+    @dataclass
+    class Options(KernelRegression.Options):
+        epochs: int = option(3, positive=True)
+
+    @classmethod
+    def from_config(cls, options, parts):
+        algorithm = cls(parts.seeded(lambda: parts.model(options.embedding)), parts.loss, options.temperature)
+        algorithm.epochs = options.epochs
+        return algorithm
+
+    def outer_step(self, config, context, device):
+        return EpochsStep(self, config.train.meta_lr, self.epochs, config.train.meta_batch_size)
+
+
+def test_a_new_outer_step_is_checkpointed_and_resumes_exactly(tmp_path, capsys):
+    sections = {"task": {"family": "test_plugins:LineFamily"},
+                "algorithm": {"name": "test_plugins:EpochsKernelRegression", "epochs": 2}}
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    path = recipe(tmp_path, "epochs", **sections)
+    assert main(["train", path, "--run-dir", str(straight), "--no-progress"]) == 0
+    assert main(["train", path, "train.iterations=15", "--run-dir", str(resumed), "--no-progress"]) == 0
+    assert load_checkpoint(resumed / "checkpoints" / "last.pt")["updates"] == 30
+    assert main(["train", "--resume", "--run-dir", str(resumed), "train.iterations=30", "--no-progress"]) == 0
+    a, b = (load_checkpoint(run / "checkpoints" / "last.pt") for run in (straight, resumed))
+    assert a["updates"] == b["updates"] == 60
+    assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert all("first_epoch_loss" in r for r in rows if r["split"] == "train")
+    assert main(["eval", str(resumed), "--no-progress"]) == 0

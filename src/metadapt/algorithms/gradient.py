@@ -104,7 +104,8 @@ def select_adapted(model: nn.Module, adapt_only: str | Sequence[str] | None) -> 
         prefixes = [adapt_only] if isinstance(adapt_only, str) else list(adapt_only)
         chosen = [n for n in names if any(n == p or n.startswith(p.rstrip(".") + ".") for p in prefixes)]
         if not chosen:
-            raise ValueError(f"adapt_only={prefixes} matches no parameter; the model has {names}")
+            raise UserError(f"algorithm.adapt_only={prefixes} matches no parameter of the model; give name "
+                            f"prefixes of its parameters, which are {', '.join(names)}")
     trainable = {n for n, p in named if p.requires_grad}
     return [n for n in chosen if n in trainable]
 
