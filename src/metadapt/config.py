@@ -92,6 +92,8 @@ class Section:
         return {registry.NAME_KEY[self.kind]: self.name, **self.option_dict()}
 
     def __getattr__(self, key: str) -> Any:
+        if key.startswith("__") or "options" not in self.__dict__:  # copy and pickle probe before __init__
+            raise AttributeError(key)
         if key == registry.NAME_KEY[self.kind]:
             return self.name
         options = self.options

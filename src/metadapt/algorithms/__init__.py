@@ -6,11 +6,13 @@ The order of the imports below is the order in which recipes' errors list the na
 from metadapt.algorithms.base import Adapted, AdaptedModel, Algorithm
 from metadapt.algorithms.gradient import GradientLearner, use_batch_statistics
 from metadapt.algorithms.maml import MAML
+from metadapt.algorithms.maml_plus_plus import MAMLPlusPlus
 from metadapt.algorithms.reptile import Reptile
 from metadapt.algorithms.baselines import Pretrain, Scratch
 from metadapt.algorithms.protonet import ProtoNet
 from metadapt.algorithms.matching import MatchingNet
-from metadapt.algorithms.update_rules import SGD, MetaSGD, UpdateRule
+from metadapt.algorithms.update_rules import LSLR, SGD, MetaSGD, UpdateRule
 
 __all__ = ["Adapted", "AdaptedModel", "Algorithm", "GradientLearner", "MAML", "Reptile", "Pretrain",
-           "Scratch", "ProtoNet", "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "use_batch_statistics"]
+           "Scratch", "ProtoNet", "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "LSLR", "MAMLPlusPlus",
+           "use_batch_statistics"]

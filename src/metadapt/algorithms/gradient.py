@@ -237,9 +237,13 @@ class GradientLearner(Algorithm):
             out.append(new)
         return out if trajectory else out[-1]
 
-    def task_losses(self, params: Params, batch, steps: int, first_order: bool) -> torch.Tensor:
-        """Query loss of each task after adaptation, shape ``[T]``, differentiable w.r.t. ``params``."""
+    def task_losses(self, params: Params, batch, steps: int, first_order: bool,
+                    per_step: bool = False) -> torch.Tensor:
+        """Query loss of each task after adaptation, shape ``[T]`` (``per_step``: after each of the
+        ``steps``, ``[T, steps]``), differentiable w.r.t. ``params``."""
         args = (params, batch.support_x, batch.support_y, batch.query_x, batch.query_y, steps, first_order)
+        if per_step:
+            args += (True,)
         if not self.compile:
             fn = self._batched_task_losses if self.strategy == "vmap" else self._task_losses
             if torch.is_grad_enabled():
@@ -251,23 +255,28 @@ class GradientLearner(Algorithm):
         return self._compiled_losses(*args)
 
     def _task_losses(self, params: Params, support_x, support_y, query_x, query_y, steps: int,
-                     first_order: bool) -> torch.Tensor:
+                     first_order: bool, per_step: bool = False) -> torch.Tensor:
         if self.strategy == "vmap":
             def one(p, sx, sy, qx, qy):
+                if per_step:
+                    path = self.adapt_one(p, sx, sy, steps, first_order, trajectory=True)
+                    return torch.stack([self.loss(q, qx, qy) for q in path[1:]])
                 return self.loss(self.adapt_one(p, sx, sy, steps, first_order), qx, qy)
 
             return vmap(one, in_dims=(None, 0, 0, 0, 0))(params, support_x, support_y, query_x, query_y)
         losses = []
         for i in range(support_x.shape[0]):
-            p, state = params, self._init_state(params)
+            p, state, path = params, self._init_state(params), []
             for _ in range(steps):
                 p, state = self._step_autograd(p, state, support_x[i], support_y[i], first_order,
                                                create_graph=True)
-            losses.append(self.loss(p, query_x[i], query_y[i]))
+                if per_step:
+                    path.append(self.loss(p, query_x[i], query_y[i]))
+            losses.append(torch.stack(path) if per_step else self.loss(p, query_x[i], query_y[i]))
         return torch.stack(losses)
 
     def _batched_task_losses(self, params: Params, support_x, support_y, query_x, query_y, steps: int,
-                             first_order: bool) -> torch.Tensor:
+                             first_order: bool, per_step: bool = False) -> torch.Tensor:
         """The eager ``vmap`` strategy: the same numbers as ``_task_losses``, faster. Only the
         forward passes are vmapped, over a copy of the parameters with a task axis; each inner
         gradient is one ``torch.autograd.grad`` of the summed task losses, which gives every task
@@ -275,14 +284,16 @@ class GradientLearner(Algorithm):
         tasks = support_x.shape[0]
         losses = vmap(self.loss)
         fast = {n: p.expand(tasks, *p.shape) for n, p in params.items()}
-        state = self._init_state(fast)
+        state, path = self._init_state(fast), []
         for _ in range(steps):
             moving = [fast[n] for n in self.adapted_names]
             grads = torch.autograd.grad(losses(fast, support_x, support_y).sum(), moving,
                                         create_graph=not first_order, allow_unused=True,
                                         materialize_grads=True)
             fast, state = self._advance(fast, dict(zip(self.adapted_names, grads)), state)
-        return losses(fast, query_x, query_y)
+            if per_step:
+                path.append(losses(fast, query_x, query_y))
+        return torch.stack(path, dim=1) if per_step else losses(fast, query_x, query_y)
 
     def forward(self, support_x, support_y, query_x, query_y) -> torch.Tensor:
         """The mean query loss after ``inner_steps`` of adaptation (what ``torch.func`` transforms

@@ -80,3 +80,25 @@ class MetaSGD(UpdateRule):
 
     def update(self, grads, state, params):
         return descend(params, grads, self.step_sizes()), state
+
+
+@register("update_rule", "lslr")
+class LSLR(UpdateRule):
+    """Learned per-layer, per-step step sizes (LSLR) of MAML++ (Antoniou, Edwards & Storkey, "How to
+    train your MAML", ICLR 2019, §4): step ``k`` moves parameter tensor ``ℓ`` by
+    ``θ_ℓ ← θ_ℓ − α_{ℓ,k} g_ℓ``, one learned scalar per tensor and step, all initialised at
+    ``inner_lr``. Steps beyond those it was meta-trained for reuse the last step's rates."""
+
+    def __init__(self, params: Params, lr: float, steps: int = 1):
+        super().__init__(params, lr, steps)
+        self.names, self.steps = list(params), max(1, int(steps))
+        self.rates = nn.ParameterList(nn.Parameter(torch.full((self.steps,), float(lr),
+                                                              dtype=p.dtype, device=p.device))
+                                      for p in params.values())
+
+    def init(self, params):
+        return 0  # the index of the next step
+
+    def update(self, grads, state, params):
+        k = min(state, self.steps - 1)
+        return descend(params, grads, {n: r[k] for n, r in zip(self.names, self.rates)}), state + 1

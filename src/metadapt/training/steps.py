@@ -98,6 +98,25 @@ class GradientStep(OuterStep):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+class ScheduledStep(GradientStep):
+    """The gradient step with a schedule of the meta learning rate, ``lr_at(iteration)``, set before
+    each step; the iteration is the algorithm's ``iteration`` buffer, which advances after every
+    step (committed or discarded) and is saved with the algorithm's state, so a resumed run follows
+    the same schedule."""
+
+    def __init__(self, algorithm, optimizer, context, meta_batch_size, device, shards=0, lr_at=None):
+        super().__init__(algorithm, optimizer, context, meta_batch_size, device, shards)
+        self.lr_at = lr_at
+
+    def step(self, tasks, generator) -> StepResult:
+        lr = self.lr_at(int(self.algorithm.iteration))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        result = super().step(tasks, generator)
+        self.algorithm.iteration += 1
+        return result
+
+
 class CompiledStep(GradientStep):
     """The meta-gradient and the optimizer update fused in one ``torch.compile`` graph
     (``compiled.py``); the update happens inside the step, and only when everything is finite."""
