@@ -3,6 +3,7 @@
 resume."""
 import copy
 import json
+import math
 import os
 import signal
 from pathlib import Path
@@ -179,3 +180,19 @@ def test_maml_plus_plus_through_the_cli(tmp_path):
     results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert len(results["settings"]["5-shot"]["methods"]["maml++"]["mean"]) == 11
     assert "multi-step loss" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_log_lslr_steps_by_the_exponential_of_its_parameters(sine_batch64):
+    torch.manual_seed(0)
+    algo = MAMLPlusPlus(tanh_net().double(), inner_steps=2, update_rule="lslr-log", inner_lr=0.1,
+                        multi_step_loss=False)
+    assert all(torch.allclose(r, torch.full_like(r, math.log(0.1))) for r in algo.update_rule.rates)
+    with torch.no_grad():
+        for i, rates in enumerate(algo.update_rule.rates):
+            rates.copy_(torch.log(torch.tensor([0.05, 0.12], dtype=torch.float64) * (1 + 0.1 * i)))
+    plain = make(inner_steps=2, multi_step_loss=False)
+    plain.load_state_dict({k: v for k, v in algo.state_dict().items() if "rates" not in k}, strict=False)
+    with torch.no_grad():
+        for mine, theirs in zip(plain.update_rule.rates, algo.update_rule.rates):
+            mine.copy_(theirs.exp())
+    torch.testing.assert_close(algo.meta_loss(sine_batch64)[0], plain.meta_loss(sine_batch64)[0])

@@ -102,3 +102,21 @@ class LSLR(UpdateRule):
     def update(self, grads, state, params):
         k = min(state, self.steps - 1)
         return descend(params, grads, {n: r[k] for n, r in zip(self.names, self.rates)}), state + 1
+
+
+@register("update_rule", "lslr-log")
+class LogLSLR(LSLR):
+    """LSLR with each rate learned as its logarithm, ``α_{ℓ,k} = exp(a_{ℓ,k})``: rates stay
+    positive (a negative rate is gradient ascent, and on sinusoids the plain form learned rates
+    down to −0.25 and diverged within 8,000 meta-iterations in 3 of 3 seeds), and Adam moves each by
+    a bounded factor per meta-iteration rather than by a fixed amount."""
+
+    def __init__(self, params: Params, lr: float, steps: int = 1):
+        super().__init__(params, lr, steps)
+        with torch.no_grad():
+            for rates in self.rates:
+                rates.log_()
+
+    def update(self, grads, state, params):
+        k = min(state, self.steps - 1)
+        return descend(params, grads, {n: r[k].exp() for n, r in zip(self.names, self.rates)}), state + 1
