@@ -10,13 +10,21 @@ from metadapt.algorithms import (MAML, SGD, Adapted, AdaptedModel, Algorithm, Gr
                                  use_batch_statistics)
 from metadapt.config import Config, build_config, config_from_file
 from metadapt.errors import UserError
-from metadapt.evaluation import evaluate_run
 from metadapt.models import MLP
 from metadapt.registry import register
 from metadapt.tasks import SinusoidTasks, TaskBatch, TaskFamily
 from metadapt.training import Run, load, train
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # evaluation imports Matplotlib (and selects its Agg backend): only when it is asked for
+    if name == "evaluate_run":
+        from metadapt.evaluation import evaluate_run
+
+        return evaluate_run
+    raise AttributeError(f"module 'metadapt' has no attribute {name!r}")
 __all__ = [
     "MAML", "Adapted", "AdaptedModel", "Algorithm", "GradientLearner", "Pretrain", "Reptile", "Scratch",
     "ProtoNet", "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "use_batch_statistics", "Config",
