@@ -92,20 +92,21 @@ def _stop_on_signals():
             signal.signal(s, h)
 
 
-def record_given(config: Config, tasks=None, model: nn.Module | None = None,
+def record_given(config: Config, family: TaskFamily | None = None, model: nn.Module | None = None,
                  loss: Callable | None = None) -> Config:
     """Name in the config what was given from Python instead of the recipe's, so the run's
     ``config.yaml`` says what it was trained on and ``eval`` rebuilds it or refuses clearly. A
-    family that cannot be imported back, or a plain task source, is recorded as ``given`` with the
-    shapes it produces, so the run's model can be rebuilt without it."""
-    if tasks is not None:
-        family = tasks if isinstance(tasks, TaskFamily) else GivenTasks.wrap(tasks)
-        path = import_path(family) if isinstance(tasks, TaskFamily) else None
-        if path is not None:
+    family that cannot be imported back, or a plain task source (a ``GivenTasks``), is recorded as
+    ``given`` with the shapes it produces, so the run's model can be rebuilt without it."""
+    if isinstance(family, GivenTasks):
+        config.task = Section("task", "given", family.options)
+    elif family is not None:
+        path = import_path(family)
+        if path:
             config.task = Section("task", path, family.options)
         else:
             config.task = Section("task", "given", GivenOptions(
-                source=import_path(tasks) or type(tasks).__qualname__, input_shape=list(family.input_shape),
+                source=type(family).__qualname__, input_shape=list(family.input_shape),
                 outputs=int(family.outputs), classification=bool(family.classification),
                 shots=int(getattr(family.options, "shots", 1))))
     if model is not None:
@@ -126,6 +127,8 @@ def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: 
     the run's config records their names.
     """
     run_dir = Path(run_dir)
+    if tasks is not None and not isinstance(tasks, TaskFamily):
+        tasks = GivenTasks.wrap(tasks)  # a plain task source: its shapes are read once, here
     config = record_given(config, tasks, model, loss)
     context = distributed.from_environment(config.train.device)
     try:
