@@ -34,7 +34,7 @@ def test_overrides_are_typed_and_nested():
     ("train.iterations=many", "train.iterations must be an integer, got 'many'"),
     ("train.iterations=0", "train.iterations must be positive, got 0"),
     ("algorithm.name=mammal",
-     "algorithm.name must be one of maml, fomaml, metasgd, anil, maml++, reptile, pretrain"),
+     "algorithm.name must be one of maml, fomaml, metasgd, anil, maml++, meta-lstm, reptile, pretrain"),
     ("algorithm.first_order=maybe", "algorithm.first_order must be true or false"),
     ("train.meta_lr=.nan", "train.meta_lr must be finite"),
     ("eval.shots=[]", "eval.shots must be a non-empty list"),

@@ -196,3 +196,97 @@ def test_log_lslr_steps_by_the_exponential_of_its_parameters(sine_batch64):
         for mine, theirs in zip(plain.update_rule.rates, algo.update_rule.rates):
             mine.copy_(theirs.exp())
     torch.testing.assert_close(algo.meta_loss(sine_batch64)[0], plain.meta_loss(sine_batch64)[0])
+
+
+# ----- per-step BatchNorm weights and biases (BNWB) ------------------------------------------------
+def bn_net():
+    return nn.Sequential(nn.Linear(1, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.Tanh(),
+                         nn.Linear(8, 1))
+
+
+def make_bn(steps=3, per_step_bn=True, **kwargs):
+    torch.manual_seed(0)
+    algo = MAMLPlusPlus(bn_net().double(), inner_steps=steps, epoch_iterations=10, msl_epochs=4,
+                        per_step_bn=per_step_bn, **kwargs)
+    with torch.no_grad():
+        for i, rates in enumerate(algo.update_rule.rates):
+            rates.copy_(torch.linspace(0.05, 0.15, len(rates), dtype=torch.float64) * (1 + 0.1 * i))
+    return algo
+
+
+def bn_reference(algo, batch, weights):
+    """Step k's support forward and the query forward of θ_k use (γ_k, β_k); the inner loop moves
+    the other parameters only."""
+    model, rates = algo.model, dict(zip(algo.update_rule.names, algo.update_rule.rates))
+    gamma, beta = algo.step_norms["1/weight"], algo.step_norms["1/bias"]
+    moving = {n: p for n, p in model.named_parameters() if not n.startswith("1.")}
+
+    def forward(fast, k, x):
+        k = min(k, algo.inner_steps)
+        return functional_call(model, {**fast, "1.weight": gamma[k], "1.bias": beta[k]}, (x,))
+
+    total = 0.0
+    for i in range(batch.num_tasks):
+        fast = dict(moving)
+        for k in range(len(weights)):
+            loss = nn.functional.mse_loss(forward(fast, k, batch.support_x[i]), batch.support_y[i])
+            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=True)
+            fast = {n: fast[n] - rates[n][k] * g for n, g in zip(fast, grads)}
+            query = nn.functional.mse_loss(forward(fast, k + 1, batch.query_x[i]), batch.query_y[i])
+            total = total + weights[k] * query
+    return total / batch.num_tasks
+
+
+def test_per_step_batchnorm_weights_match_a_plain_loop_and_finite_differences(sine_batch64):
+    algo = make_bn(task_parallel="loop")
+    assert set(algo.step_norms) == {"1/weight", "1/bias"} and algo.step_norms["1/weight"].shape == (4, 8)
+    assert not any(n.startswith("1.") for n in algo.adapted_names)
+    with torch.no_grad():  # distinct per-step values, so a mix-up of steps would show
+        for j, table in enumerate(algo.step_norms.values()):
+            table.add_(torch.linspace(-0.3, 0.3, 32, dtype=torch.float64).view(4, 8) * (1 + j))
+    algo.iteration.fill_(25)
+    weights = step_weights(3, 2, 4, 0.03)
+    loss, _ = algo.meta_loss(sine_batch64)
+    expected = bn_reference(algo, sine_batch64, weights)
+    torch.testing.assert_close(loss, expected)
+    params = [p for p in algo.parameters()]
+    for a, b in zip(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True),
+                    torch.autograd.grad(expected, params, allow_unused=True, materialize_grads=True)):
+        torch.testing.assert_close(a, b)
+    gamma = algo.step_norms["1/weight"]
+    (grad,) = torch.autograd.grad(algo.meta_loss(sine_batch64)[0], [gamma])
+    assert grad[3].abs().sum() > 0  # the query forward of θ_3 uses γ_3
+    eps = 1e-6
+    for k in range(4):
+        with torch.no_grad():
+            gamma[k, 2] += eps
+            up = algo.meta_loss(sine_batch64)[0].item()
+            gamma[k, 2] -= 2 * eps
+            down = algo.meta_loss(sine_batch64)[0].item()
+            gamma[k, 2] += eps
+        assert abs((up - down) / (2 * eps) - grad[k, 2].item()) < 1e-6 * max(1.0, abs(grad[k, 2].item()))
+
+
+def test_per_step_batchnorm_weights_left_at_their_start_change_nothing(sine_batch64):
+    with_bnwb, without = make_bn(task_parallel="loop"), make_bn(task_parallel="loop", per_step_bn=False)
+    with torch.no_grad():  # without BNWB the inner loop would move γ and β: freeze them in both
+        without.model[1].weight.requires_grad_(False)
+        without.model[1].bias.requires_grad_(False)
+    without = MAMLPlusPlus(without.model, inner_steps=3, epoch_iterations=10, msl_epochs=4, per_step_bn=False,
+                           task_parallel="loop")
+    without.update_rule.load_state_dict({f"rates.{i}": r for i, r in
+                                         enumerate(with_bnwb.update_rule.rates)})
+    a, b = with_bnwb.meta_loss(sine_batch64)[0], without.meta_loss(sine_batch64)[0]
+    torch.testing.assert_close(a, b)
+
+
+def test_adaptation_at_test_time_uses_each_steps_batchnorm_weights(sine_batch64):
+    algo = make_bn(task_parallel="loop")
+    with torch.no_grad():
+        algo.step_norms["1/weight"].mul_(torch.tensor([1.0, 0.7, 1.3, 0.9], dtype=torch.float64).view(4, 1))
+    per_step = algo.task_losses(algo.meta_params(), sine_batch64, 5, True, per_step=True)
+    adapted = algo.adapt_tasks(sine_batch64.support_x, sine_batch64.support_y, 5)
+    for k in range(1, 6):
+        prediction = adapted.predict(sine_batch64.query_x, step=k)
+        mse = ((prediction - sine_batch64.query_y) ** 2).mean((1, 2))
+        torch.testing.assert_close(mse, per_step[:, k - 1])

@@ -42,6 +42,9 @@ class TrainConfig:
                                        "(tens of seconds to compile; pays off for small models)")
     on_nonfinite: str = option("stop", choices=("stop", "skip"),
                                help="what a NaN/inf meta-loss or meta-gradient does")
+    clip_grad_norm: float = option(0.0, low=0,
+                                   help="scale the meta-gradient down to this global norm before each "
+                                        "update (0: never; the Meta-Learner LSTM's code uses 0.25)")
     time_limit_s: float = option(0.0, low=0,
                                  help="stop (with a checkpoint) after this much training time; 0: none")
     grad_shards: int = option(0, low=0,

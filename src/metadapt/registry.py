@@ -24,7 +24,7 @@ from metadapt.errors import UserError
 KINDS = ("algorithm", "model", "task", "update_rule")
 #: the module whose import registers each kind's built-in entries
 _BUILTINS = {"algorithm": "metadapt.algorithms", "model": "metadapt.models", "task": "metadapt.tasks",
-             "update_rule": "metadapt.algorithms.update_rules"}
+             "update_rule": "metadapt.algorithms"}
 #: the recipe key that names the thing, per kind
 NAME_KEY = {"algorithm": "name", "model": "name", "task": "family", "update_rule": "update_rule"}
 

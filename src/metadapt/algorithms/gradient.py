@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 
 from metadapt.algorithms.base import LOSSES, Adapted, Algorithm, Params
 from metadapt.algorithms.update_rules import UpdateRule
@@ -204,9 +204,15 @@ class GradientLearner(Algorithm):
         return self.loss_fn(functional_call(self.model, (params, self.buffers_dict()), (x,),
                                             tie_weights=self._tied), y)
 
-    def _advance(self, params: Params, grads: Params, state: Any) -> tuple[Params, Any]:
-        """Apply the update rule to the moving parameters; the others pass through."""
-        moved, state = self.update_rule.update(grads, state, {n: params[n] for n in grads})
+    def _advance(self, params: Params, grads: Params, state: Any,
+                 loss: torch.Tensor | None = None) -> tuple[Params, Any]:
+        """Apply the update rule to the moving parameters; the others pass through. A rule that
+        reads the support loss (``takes_loss``) gets it as a constant, with the tasks' leading axes."""
+        moving = {n: params[n] for n in grads}
+        if getattr(self.update_rule, "takes_loss", False):
+            moved, state = self.update_rule.update(grads, state, moving, loss=loss.detach())
+        else:
+            moved, state = self.update_rule.update(grads, state, moving)
         return {**params, **moved}, state
 
     def _init_state(self, params: Params) -> Any:
@@ -215,19 +221,23 @@ class GradientLearner(Algorithm):
     def _step_functional(self, params: Params, state, x, y, first_order: bool) -> tuple[Params, Any]:
         """One inner step with ``torch.func.grad`` (usable under ``vmap``)."""
         moving = {n: params[n] for n in self.adapted_names}
-        grads = grad(lambda m: self.loss({**params, **m}, x, y))(moving)
+        value = None
+        if getattr(self.update_rule, "takes_loss", False):
+            grads, value = grad_and_value(lambda m: self.loss({**params, **m}, x, y))(moving)
+        else:
+            grads = grad(lambda m: self.loss({**params, **m}, x, y))(moving)
         if first_order:
             grads = {n: g.detach() for n, g in grads.items()}
-        return self._advance(params, grads, state)
+        return self._advance(params, grads, state, value)
 
     def _step_autograd(self, params: Params, state, x, y, first_order: bool,
                        create_graph: bool) -> tuple[Params, Any]:
         """One inner step with ``torch.autograd.grad`` (the per-task loop)."""
         moving = [params[n] for n in self.adapted_names]
-        grads = torch.autograd.grad(self.loss(params, x, y), moving,
-                                    create_graph=create_graph and not first_order,
+        loss = self.loss(params, x, y)
+        grads = torch.autograd.grad(loss, moving, create_graph=create_graph and not first_order,
                                     allow_unused=True, materialize_grads=True)
-        return self._advance(params, dict(zip(self.adapted_names, grads)), state)
+        return self._advance(params, dict(zip(self.adapted_names, grads)), state, loss)
 
     def adapt_one(self, params: Params, x, y, steps: int, first_order: bool, trajectory: bool = False):
         """Adapt ``params`` to one task (functional; vmap-able). Returns the last params or all."""
@@ -287,10 +297,11 @@ class GradientLearner(Algorithm):
         state, path = self._init_state(fast), []
         for _ in range(steps):
             moving = [fast[n] for n in self.adapted_names]
-            grads = torch.autograd.grad(losses(fast, support_x, support_y).sum(), moving,
+            support_losses = losses(fast, support_x, support_y)
+            grads = torch.autograd.grad(support_losses.sum(), moving,
                                         create_graph=not first_order, allow_unused=True,
                                         materialize_grads=True)
-            fast, state = self._advance(fast, dict(zip(self.adapted_names, grads)), state)
+            fast, state = self._advance(fast, dict(zip(self.adapted_names, grads)), state, support_losses)
             if per_step:
                 path.append(losses(fast, query_x, query_y))
         return torch.stack(path, dim=1) if per_step else losses(fast, query_x, query_y)
@@ -357,8 +368,9 @@ class GradientLearner(Algorithm):
     # ----- construction from a recipe -----------------------------------------------------
     @classmethod
     def from_config(cls, options, parts) -> GradientLearner:
-        """Build from the recipe's options; ``parts`` gives the seeded model and the loss."""
-        return cls(parts.seeded(parts.model), loss=parts.loss, **vars(options))
+        """Build from the recipe's options; ``parts`` gives the model and the loss. The model and then
+        the update rule (whose learned parts may draw an initialization) are built under the run's seed."""
+        return parts.seeded(lambda: cls(parts.model(), loss=parts.loss, **vars(options)))
 
 
 def _legacy_step_sizes(state_dict, prefix, *args) -> None:

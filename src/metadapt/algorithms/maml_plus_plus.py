@@ -14,9 +14,16 @@ MAML with the training fixes that make it stable over several inner steps.
   ``min_meta_lr`` over the run, ``η_e = η_min + (η_0 − η_min)(1 + cos(π e / E)) / 2`` at epoch ``e``
   of ``E = train.iterations / epoch_iterations``.
 
+* **Per-step BatchNorm weights and biases (BNWB)** — every BatchNorm layer gets its own meta-learned
+  scale and shift for each inner step: the forward passes through ``θ_k`` (the support loss that
+  gives step ``k``'s gradient, and the query loss of ``θ_k``) use ``(γ_k, β_k)``, ``k = 0 … K``; the
+  inner loop does not move them (as in the paper's code) and steps beyond ``K`` reuse ``(γ_K, β_K)``.
+  All start at the layer's own values. The paper's per-step running statistics (BNRS) have no
+  counterpart: metadapt's BatchNorm always normalises with the batch's own statistics.
+
 An epoch is ``epoch_iterations`` meta-iterations (the paper's code: 500). The iteration count is a
 buffer of the algorithm, so checkpoints carry it and a resumed run anneals exactly as an
-uninterrupted one. Per-step BatchNorm weights (BNWB/BNRS), the paper's remaining fix, are not built.
+uninterrupted one.
 """
 from __future__ import annotations
 
@@ -24,8 +31,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from metadapt.algorithms.base import Algorithm
+from metadapt.algorithms.gradient import select_adapted
 from metadapt.algorithms.maml import MAML, MAMLOptions
 from metadapt.options import option
 from metadapt.registry import register
@@ -42,6 +51,7 @@ class MAMLPlusPlusOptions(MAMLOptions):
     cosine_meta_lr: bool = option(True, help="anneal train.meta_lr to min_meta_lr on a cosine (CA)")
     min_meta_lr: float = option(1e-5, low=0, help="CA: the meta learning rate at the end of the run")
     epoch_iterations: int = option(500, positive=True, help="meta-iterations per epoch of the schedules")
+    per_step_bn: bool = option(True, help="a meta-learned BatchNorm scale and shift per inner step (BNWB)")
 
 
 def step_weights(steps: int, epoch: int, msl_epochs: int, min_step_weight: float) -> torch.Tensor:
@@ -67,13 +77,55 @@ class MAMLPlusPlus(MAML):
 
     def __init__(self, model, multi_step_loss: bool = True, msl_epochs: int = 10,
                  min_step_weight: float = 0.03, first_order_epochs: int = 0, cosine_meta_lr: bool = True,
-                 min_meta_lr: float = 1e-5, epoch_iterations: int = 500, update_rule="lslr", **kwargs):
+                 min_meta_lr: float = 1e-5, epoch_iterations: int = 500, update_rule="lslr",
+                 per_step_bn: bool = True, **kwargs):
+        norms = [(name, m) for name, m in model.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._NormBase) and m.affine] if per_step_bn else []
+        affine = {f"{name}.{p}" if name else p for name, _ in norms for p in ("weight", "bias")}
+        if affine:  # the inner loop does not move the per-step BatchNorm parameters
+            chosen = select_adapted(model, kwargs.get("adapt_only"))
+            kwargs["adapt_only"] = [n for n in chosen if n not in affine]
         super().__init__(model, update_rule=update_rule, **kwargs)
+        #: per-step BatchNorm scale and shift, ``[K + 1, C]`` each, under the parameter's name with "." → "/"
+        self.step_norms = nn.ParameterDict({
+            n.replace(".", "/"): nn.Parameter(model.get_parameter(n).detach().clone()
+                                              .unsqueeze(0).repeat(self.inner_steps + 1, 1))
+            for n in sorted(affine)})
         self.multi_step_loss, self.msl_epochs = multi_step_loss, msl_epochs
         self.min_step_weight = min_step_weight
         self.first_order_epochs, self.epoch_iterations = first_order_epochs, epoch_iterations
         self.cosine_meta_lr, self.min_meta_lr = cosine_meta_lr, min_meta_lr
         self.register_buffer("iteration", torch.zeros((), dtype=torch.int64))
+
+    # ----- per-step BatchNorm weights and biases: the inner loop's state carries the step index ------
+    def _with_step_norms(self, params, step: int):
+        if not self.step_norms:
+            return params
+        k = min(step, self.inner_steps)
+        out = dict(params)
+        for key, table in self.step_norms.items():
+            n = key.replace("/", ".")
+            value = table[k]
+            lead = params[n].dim() - value.dim()
+            out[n] = value.expand(*params[n].shape[:lead], *value.shape) if lead else value
+        return out
+
+    def meta_params(self):
+        return self._with_step_norms(dict(self.model.named_parameters()), 0)
+
+    def initial_params(self, support_x, support_y):
+        return self._with_step_norms(super().initial_params(support_x, support_y), 0)
+
+    def _init_state(self, params):
+        state = super()._init_state(params)
+        return (0, state) if self.step_norms else state
+
+    def _advance(self, params, grads, state, loss=None):
+        if not self.step_norms:
+            return super()._advance(params, grads, state, loss)
+        step, inner = state
+        params, inner = super()._advance(params, grads, inner, loss)
+        return self._with_step_norms(params, step + 1), (step + 1, inner)
 
     @property
     def epoch(self) -> int:
@@ -107,6 +159,8 @@ class MAMLPlusPlus(MAML):
 
     def describe(self) -> str:
         fixes = [f"update rule {type(self.update_rule).__name__}"]
+        if self.step_norms:
+            fixes.append("per-step BatchNorm weights and biases")
         if self.multi_step_loss:
             fixes.append(f"multi-step loss annealed over {self.msl_epochs} epochs")
         if self.first_order_epochs:
@@ -129,4 +183,5 @@ class MAMLPlusPlus(MAML):
             return cosine_lr(base, self.min_meta_lr, epoch, epochs) if self.cosine_meta_lr else base
 
         return ScheduledStep(self, build_optimizer(config, self), context, config.train.meta_batch_size,
-                             device, config.train.grad_shards, lr_at=lr_at)
+                             device, config.train.grad_shards, lr_at=lr_at,
+                             clip_grad_norm=config.train.clip_grad_norm)

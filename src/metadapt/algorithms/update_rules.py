@@ -14,8 +14,10 @@ differentiates through ``update`` for second-order meta-gradients, so it must be
 differentiable torch operations.
 
 A rule is built as ``Rule(params, lr, steps)``: the named parameters it will move, the recipe's
-``inner_lr`` and ``inner_steps``. Recipes name it as ``algorithm.update_rule`` (``sgd``,
-``metasgd`` or ``pkg.module:Rule``).
+``inner_lr`` and ``inner_steps``. A rule that also reads the support loss sets ``takes_loss = True``
+and is called as ``update(grads, state, params, loss=loss)``, the loss a constant with the tasks'
+leading axes (``[]`` for one task, ``[T]`` on the eager vmap path). Recipes name it as
+``algorithm.update_rule`` (``sgd``, ``metasgd``, … or ``pkg.module:Rule``).
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ def descend(params: Params, grads: Params, step_sizes: dict[str, Any]) -> Params
 
 class UpdateRule(nn.Module):
     """Base: ``init(params) -> state`` and ``update(grads, state, params) -> (params, state)``."""
+
+    #: ``update`` also takes ``loss=``, the support loss before the step (a constant)
+    takes_loss: bool = False
 
     def __init__(self, params: Params, lr: float, steps: int):
         super().__init__()
@@ -120,3 +125,85 @@ class LogLSLR(LSLR):
     def update(self, grads, state, params):
         k = min(state, self.steps - 1)
         return descend(params, grads, {n: r[k].exp() for n, r in zip(self.names, self.rates)}), state + 1
+
+
+# ----- hand-designed rules: the baselines a learned optimizer must beat, and inner loops of their own
+def _zeros(params: Params) -> Params:
+    return {n: torch.zeros_like(p) for n, p in params.items()}
+
+
+@register("update_rule", "momentum")
+class Momentum(UpdateRule):
+    """Heavy-ball momentum (Polyak, 1964) in ``torch.optim.SGD``'s form: ``v ← μ v + g``,
+    ``θ ← θ − α v``; with ``nesterov``, ``θ ← θ − α (g + μ v)`` (Sutskever et al., 2013). ``μ = 0.9``."""
+
+    nesterov = False
+
+    def __init__(self, params: Params, lr: float, steps: int = 1, momentum: float = 0.9):
+        super().__init__(params, lr, steps)
+        self.lr, self.momentum = float(lr), float(momentum)
+
+    def init(self, params):
+        return _zeros(params)
+
+    def update(self, grads, state, params):
+        velocity = {n: self.momentum * state[n] + g for n, g in grads.items()}
+        direction = ({n: g + self.momentum * velocity[n] for n, g in grads.items()} if self.nesterov
+                     else velocity)
+        return descend(params, direction, {n: self.lr for n in grads}), velocity
+
+    def extra_repr(self) -> str:
+        return f"lr={self.lr}, momentum={self.momentum}"
+
+
+@register("update_rule", "nesterov")
+class Nesterov(Momentum):
+    """Nesterov's accelerated gradient in ``torch.optim.SGD(nesterov=True)``'s form (:class:`Momentum`)."""
+
+    nesterov = True
+
+
+@register("update_rule", "rmsprop")
+class RMSprop(UpdateRule):
+    """RMSprop (Tieleman & Hinton, 2012) in ``torch.optim.RMSprop``'s form: ``s ← ρ s + (1 − ρ) g²``,
+    ``θ ← θ − α g / (√s + ε)``, ``ρ = 0.99``, ``ε = 1e-8``."""
+
+    def __init__(self, params: Params, lr: float, steps: int = 1, rho: float = 0.99, eps: float = 1e-8):
+        super().__init__(params, lr, steps)
+        self.lr, self.rho, self.eps = float(lr), float(rho), float(eps)
+
+    def init(self, params):
+        return _zeros(params)
+
+    def update(self, grads, state, params):
+        square = {n: self.rho * state[n] + (1 - self.rho) * g * g for n, g in grads.items()}
+        direction = {n: g / (square[n].sqrt() + self.eps) for n, g in grads.items()}
+        return descend(params, direction, {n: self.lr for n in grads}), square
+
+    def extra_repr(self) -> str:
+        return f"lr={self.lr}, rho={self.rho}"
+
+
+@register("update_rule", "adam")
+class Adam(UpdateRule):
+    """Adam (Kingma & Ba, 2015) in ``torch.optim.Adam``'s form: ``m ← β₁ m + (1 − β₁) g``,
+    ``v ← β₂ v + (1 − β₂) g²``, ``θ ← θ − α m̂ / (√v̂ + ε)`` with the bias-corrected ``m̂ = m / (1 − β₁ᵗ)``,
+    ``v̂ = v / (1 − β₂ᵗ)``; ``β = (0.9, 0.999)``, ``ε = 1e-8``."""
+
+    def __init__(self, params: Params, lr: float, steps: int = 1, betas=(0.9, 0.999), eps: float = 1e-8):
+        super().__init__(params, lr, steps)
+        self.lr, self.betas, self.eps = float(lr), tuple(betas), float(eps)
+
+    def init(self, params):
+        return 0, _zeros(params), _zeros(params)
+
+    def update(self, grads, state, params):
+        t, m, v = state
+        t, (b1, b2) = t + 1, self.betas
+        m = {n: b1 * m[n] + (1 - b1) * g for n, g in grads.items()}
+        v = {n: b2 * v[n] + (1 - b2) * g * g for n, g in grads.items()}
+        direction = {n: (m[n] / (1 - b1 ** t)) / ((v[n] / (1 - b2 ** t)).sqrt() + self.eps) for n in grads}
+        return descend(params, direction, {n: self.lr for n in grads}), (t, m, v)
+
+    def extra_repr(self) -> str:
+        return f"lr={self.lr}, betas={self.betas}"

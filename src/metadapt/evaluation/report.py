@@ -85,13 +85,18 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
             f"{training['best_val_query_loss']:.4f}."
         )
     score = {"accuracy": "accuracy (%)", "mse": "MSE"}.get(results["metric"], "loss")
-    inner_lr = getattr(algorithm, "inner_lr", None)
-    own = f" ({config.algorithm.name}: {inner_lr})" if inner_lr is not None else ""
+    inner_lr, rule = getattr(algorithm, "inner_lr", None), getattr(algorithm, "update_rule", None)
+    if rule is not None and type(rule).__name__ != "SGD":
+        adapts = (f"with their own update rule ({config.algorithm.name}: {type(rule).__name__}, "
+                  f"meta-learned, from inner lr {inner_lr})")
+    else:
+        own = f" ({config.algorithm.name}: {inner_lr})" if inner_lr is not None else ""
+        adapts = f"with plain gradient steps of their own recipe's inner lr{own}"
     lines += [
         "",
         f"## Query {score} after adaptation (mean ± 95% CI over test tasks)",
         "",
-        f"Gradient-based methods are adapted with plain gradient steps of their own recipe's inner lr{own} "
+        f"Gradient-based methods are adapted {adapts} "
         "on the same test tasks; `scratch` starts each task from a fresh random initialization; metric-based "
         "methods take no steps.",
         "",

@@ -4,5 +4,6 @@ family gives."""
 from metadapt.models.conv4 import Conv4
 from metadapt.models.given import GivenModel
 from metadapt.models.mlp import MLP
+from metadapt.models.point import Point
 
-__all__ = ["MLP", "Conv4", "GivenModel"]
+__all__ = ["MLP", "Conv4", "GivenModel", "Point"]

@@ -16,11 +16,12 @@ class MLPOptions:
     init_std: float | None = option(None, positive=True,
                                     help="null keeps torch's init; "
                                          "0.01 is the MAML code's (truncated normal, zero bias)")
+    activation: str = option("relu", choices=("relu", "sigmoid", "tanh"), help="between the layers")
 
 
 @register("model", "mlp")
 class MLP(nn.Sequential):
-    """``in → hidden[0] → … → out`` with ReLU between layers.
+    """``in → hidden[0] → … → out`` with ReLU (or ``activation``) between layers.
 
     The MAML sinusoid network is ``MLP(1, [40, 40], 1)``. Being an ``nn.Sequential``, its
     last ``nn.Linear`` is the head that ANIL adapts.
@@ -32,11 +33,12 @@ class MLP(nn.Sequential):
     """
 
     def __init__(self, in_features: int = 1, hidden: tuple[int, ...] | list[int] = (40, 40),
-                 out_features: int = 1, init_std: float | None = None):
+                 out_features: int = 1, init_std: float | None = None, activation: str = "relu"):
         layers: list[nn.Module] = []
         width = in_features
+        act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}[activation]
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            layers += [nn.Linear(width, h), act()]
             width = h
         layers.append(nn.Linear(width, out_features))
         super().__init__(*layers)
@@ -55,7 +57,10 @@ class MLP(nn.Sequential):
                             f"{input_shape}")
         if outputs is None:
             raise UserError("model.name=mlp has no embedding-only form for a metric-based method; use conv4")
-        return cls(input_shape[0], options.hidden, outputs, init_std=options.init_std)
+        return cls(input_shape[0], options.hidden, outputs, init_std=options.init_std,
+                   activation=options.activation)
 
     def describe(self) -> str:
-        return f"MLP with hidden layers {[m.out_features for m in self if isinstance(m, nn.Linear)][:-1]}"
+        widths = [m.out_features for m in self if isinstance(m, nn.Linear)][:-1]
+        act = type(self[1]).__name__ if len(self) > 1 else ""
+        return f"MLP with hidden layers {widths}" + ("" if act in ("ReLU", "") else f", {act}")

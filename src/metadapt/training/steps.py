@@ -73,9 +73,10 @@ class GradientStep(OuterStep):
     fixed order, ``distributed.meta_gradient``) followed by one step of the outer optimizer."""
 
     def __init__(self, algorithm: Algorithm, optimizer: torch.optim.Optimizer, context: distributed.Context,
-                 meta_batch_size: int, device: torch.device, shards: int = 0):
+                 meta_batch_size: int, device: torch.device, shards: int = 0, clip_grad_norm: float = 0.0):
         self.algorithm, self.optimizer, self.context = algorithm, optimizer, context
         self.meta_batch_size, self.device, self.shards = meta_batch_size, device, shards
+        self.clip_grad_norm = clip_grad_norm
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
 
     def step(self, tasks, generator) -> StepResult:
@@ -86,6 +87,8 @@ class GradientStep(OuterStep):
         return StepResult(loss, metrics, finite)
 
     def commit(self) -> None:
+        if self.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_grad_norm)
         self.optimizer.step()
 
     def discard(self) -> None:
@@ -104,8 +107,9 @@ class ScheduledStep(GradientStep):
     step (committed or discarded) and is saved with the algorithm's state, so a resumed run follows
     the same schedule."""
 
-    def __init__(self, algorithm, optimizer, context, meta_batch_size, device, shards=0, lr_at=None):
-        super().__init__(algorithm, optimizer, context, meta_batch_size, device, shards)
+    def __init__(self, algorithm, optimizer, context, meta_batch_size, device, shards=0, lr_at=None,
+                 clip_grad_norm=0.0):
+        super().__init__(algorithm, optimizer, context, meta_batch_size, device, shards, clip_grad_norm)
         self.lr_at = lr_at
 
     def step(self, tasks, generator) -> StepResult:
@@ -121,12 +125,15 @@ class CompiledStep(GradientStep):
     """The meta-gradient and the optimizer update fused in one ``torch.compile`` graph
     (``compiled.py``); the update happens inside the step, and only when everything is finite."""
 
-    def __init__(self, algorithm, optimizer, context, meta_batch_size, device, shards=0):
+    def __init__(self, algorithm, optimizer, context, meta_batch_size, device, shards=0, clip_grad_norm=0.0):
         from metadapt.training.compiled import CompiledMetaStep
 
         if context.world_size > 1 or shards > 1:
             raise UserError("train.compile=true runs in one process with train.grad_shards 0 or 1; "
                             "drop train.compile for multi-process or sharded training")
+        if clip_grad_norm:
+            raise UserError("train.compile=true does not clip the meta-gradient; set train.clip_grad_norm=0 "
+                            "or train.compile=false")
         super().__init__(algorithm, optimizer, context, meta_batch_size, device, shards)
         try:
             self.fused = CompiledMetaStep(algorithm, optimizer)
@@ -155,4 +162,4 @@ def build_outer_step(config: Config, algorithm: Algorithm, context: distributed.
         return own(config, context, device)
     kind = CompiledStep if config.train.compile else GradientStep
     return kind(algorithm, build_optimizer(config, algorithm), context, config.train.meta_batch_size, device,
-                config.train.grad_shards)
+                config.train.grad_shards, config.train.clip_grad_norm)
