@@ -219,6 +219,9 @@ def test_recipe_and_comparison_through_the_command_line(tmp_path):
     assert results["optimizers"]["adam"]["lr"] in (1e-3, 1e-2, 1e-1)
     assert (run / "optimizers.png").stat().st_size > 10_000
     assert "| learned |" in (run / "optimizers.md").read_text()
+    assert main(["eval", str(run), "--tasks", "6"]) == 0  # the report now carries the comparison
+    report = (run / "report.md").read_text()
+    assert "## Against hand-designed optimizers" in report and "optimizers.png" in report
 
 
 def test_digits_problems_keep_their_splits_apart_and_train_through_the_cli(tmp_path):

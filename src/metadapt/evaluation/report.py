@@ -109,6 +109,10 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
         "",
     ]
     lines += [f"![{title}]({rel})\n" for title, rel in figures.items()]
+    compared = Path(run.path) / "optimizers.md"  # written by benchmarks/learned_optimizer.py
+    if compared.is_file():
+        lines += ["## Against hand-designed optimizers", "", compared.read_text(), "",
+                  "![objective against steps](optimizers.png)", ""]
     path = Path(run.path) / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
