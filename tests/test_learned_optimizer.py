@@ -241,3 +241,15 @@ def test_digits_problems_keep_their_splits_apart_and_train_through_the_cli(tmp_p
     assert main(["train", recipe, *TINY, "train.iterations=2", "--run-dir", str(run)]) == 0
     assert main(["eval", str(run), "--tasks", "4"]) == 0
     assert "accuracy" in (run / "report.md").read_text()
+
+
+def test_adaptation_equals_the_generic_vmapped_inner_loop():
+    from metadapt.algorithms import GradientLearner
+
+    algo, batch = make(), problems(5)
+    ours = algo.adapt_tasks(batch.support_x, batch.support_y, 7)
+    generic = GradientLearner.adapt_tasks(algo, batch.support_x, batch.support_y, 7)
+    for k in range(8):
+        torch.testing.assert_close(ours.trajectory[k]["x"], generic.trajectory[k]["x"])
+        torch.testing.assert_close(ours.predict(batch.query_x, step=k),
+                                   generic.predict(batch.query_x, step=k))

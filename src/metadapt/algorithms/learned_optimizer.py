@@ -30,12 +30,14 @@ from torch import nn
 from torch.func import vmap
 from torch.utils._pytree import tree_map
 
+from metadapt.algorithms.base import Adapted
 from metadapt.algorithms.gradient import GradientLearner, GradientOptions
 from metadapt.algorithms.meta_lstm import lstm_cell, preprocess
 from metadapt.algorithms.update_rules import Params, UpdateRule
 from metadapt.errors import UserError
 from metadapt.options import option
 from metadapt.registry import register
+from metadapt.tasks.batch import TaskBatch
 from metadapt.training.steps import GradientStep, StepResult
 
 
@@ -154,6 +156,17 @@ class LearnedOptimizer(GradientLearner):
                                           self.inner_steps)
         return losses.mean(), {"query_loss": losses[:, -1].mean().item()}
 
+    def adapt_tasks(self, support_x, support_y, steps=None) -> Adapted:
+        """The rule steps every task at once (as in training; vmapping the rule's many small
+        operations per task is several times slower)."""
+        steps = self.inner_steps if steps is None else int(steps)
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        batch = TaskBatch(support_x, support_y, support_x[:, :1], support_y[:, :1])
+        _, points = optimize(self, self.update_rule, batch, steps, trajectory=True)
+        return Adapted(self.model, points, {n: b.detach() for n, b in self.buffers_dict().items()},
+                       batched=True)
+
     def describe(self) -> str:
         rule = type(self.update_rule).__name__
         start = "a fresh initialization per task" if self.fresh_init else "the model's fixed parameters"
@@ -224,20 +237,23 @@ class TruncatedUnrollStep(GradientStep):
         pass  # every unroll's update was applied inside the step
 
 
-def optimize(algorithm: GradientLearner, rule: UpdateRule, batch, steps: int) -> torch.Tensor:
-    """Run ``rule`` for ``steps`` steps on every task of ``batch`` from the algorithm's starting
-    points; returns the objective (the support loss) before and after each step, ``[T, steps + 1]``
-    (no graph). The hand-designed optimizers and the learned one are compared with it."""
+def optimize(algorithm: GradientLearner, rule: UpdateRule, batch, steps: int,
+             trajectory: bool = False) -> torch.Tensor | tuple[torch.Tensor, list]:
+    """Run ``rule`` for ``steps`` steps on every task of ``batch`` (``support_x [T, …]``) from the
+    algorithm's starting points; returns the objective (the support loss) before and after each step,
+    ``[T, steps + 1]`` (no graph), and with ``trajectory`` the parameters after each step too. The rule
+    steps all tasks at once on parameters with a task axis (only the model's forward is vmapped),
+    so the learned rule runs as in training. The hand-designed optimizers and the learned one are
+    compared with it."""
     params = algorithm.initial_params(batch.support_x, batch.support_y)
     losses, names = vmap(algorithm.loss), algorithm.adapted_names
-    state, path = rule.init({n: params[n] for n in names}), []
-    with torch.no_grad():
-        path.append(losses(params, batch.support_x, batch.support_y))
+    state, path, points = rule.init({n: params[n] for n in names}), [], [params]
     for _ in range(steps):
         point = {n: v.detach().requires_grad_(n in names) for n, v in params.items()}
         with torch.enable_grad():
             objective = losses(point, batch.support_x, batch.support_y)
             grads = torch.autograd.grad(objective.sum(), [point[n] for n in names])
+        path.append(objective.detach())
         with torch.no_grad():
             moving = {n: point[n].detach() for n in names}
             if getattr(rule, "takes_loss", False):
@@ -245,5 +261,8 @@ def optimize(algorithm: GradientLearner, rule: UpdateRule, batch, steps: int) ->
             else:
                 moved, state = rule.update(dict(zip(names, grads)), state, moving)
             params = {**{n: v.detach() for n, v in params.items()}, **moved}
-            path.append(losses(params, batch.support_x, batch.support_y))
-    return torch.stack(path, dim=1)
+        points.append(params)
+    with torch.no_grad():
+        path.append(losses(params, batch.support_x, batch.support_y))
+    curve = torch.stack(path, dim=1)
+    return (curve, points) if trajectory else curve

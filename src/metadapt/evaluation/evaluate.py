@@ -70,5 +70,5 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
             figures["Validation during meta-training"] = rel
     summary_path = run.path / "summary.json"
     training = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    write_report(run, training, results, figures)
+    write_report(run, training, results, figures, methods)
     return results

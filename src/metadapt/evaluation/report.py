@@ -61,7 +61,20 @@ def speed_table(results: dict, markdown: bool = True) -> str:
     return "\n".join(_render(head, rows, markdown))
 
 
-def write_report(run, training: dict | None, results: dict, figures: dict[str, str]) -> Path:
+def adapts_with(name: str, algorithm) -> str | None:
+    """How a gradient-based method takes its steps, in the report's words (``None``: no steps)."""
+    rule, inner_lr = getattr(algorithm, "update_rule", None), getattr(algorithm, "inner_lr", None)
+    if rule is None:
+        return None if inner_lr is None else f"{name}: gradient steps of lr {inner_lr}"
+    kind = type(rule).__name__
+    if kind == "SGD":
+        return f"{name}: plain gradient steps of lr {inner_lr}"
+    learned = any(True for _ in rule.parameters())
+    return (f"{name}: its update rule {kind}" + (", meta-learned" if learned else f", step size {inner_lr}"))
+
+
+def write_report(run, training: dict | None, results: dict, figures: dict[str, str],
+                 methods: dict | None = None) -> Path:
     """``report.md`` of an evaluated run: what was trained (in its task family's, model's and
     algorithm's own words), the results tables and the figures."""
     config, algorithm = run.config, run.algorithm
@@ -85,13 +98,12 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
             f"{training['best_val_query_loss']:.4f}."
         )
     score = {"accuracy": "accuracy (%)", "mse": "MSE"}.get(results["metric"], "loss")
-    inner_lr, rule = getattr(algorithm, "inner_lr", None), getattr(algorithm, "update_rule", None)
-    if rule is not None and type(rule).__name__ != "SGD":
-        adapts = (f"with their own update rule ({config.algorithm.name}: {type(rule).__name__}, "
-                  f"meta-learned, from inner lr {inner_lr})")
-    else:
-        own = f" ({config.algorithm.name}: {inner_lr})" if inner_lr is not None else ""
-        adapts = f"with plain gradient steps of their own recipe's inner lr{own}"
+    methods = methods or {config.algorithm.name: algorithm}
+    for name, other in methods.items():
+        if other is not algorithm and name != "scratch":
+            lines.append(f"- Compared on the same tasks: {other.describe()}.")
+    ways = [w for w in (adapts_with(n, m) for n, m in methods.items() if n != "scratch") if w]
+    adapts = f"each with its own update rule ({'; '.join(ways)})" if ways else "with their own update rules"
     lines += [
         "",
         f"## Query {score} after adaptation (mean ± 95% CI over test tasks)",
