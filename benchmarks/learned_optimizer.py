@@ -45,6 +45,18 @@ def curve_stats(losses: torch.Tensor) -> dict:
             "diverged": int((~torch.isfinite(losses[:, -1])).sum())}
 
 
+def heldout(algorithm, points: list, problems, *steps: int) -> dict:
+    """For classification problems: accuracy on each problem's held-out query set after ``steps``."""
+    if torch.is_floating_point(problems.query_y):
+        return {}
+    out = {}
+    with torch.no_grad():
+        for k in steps:
+            prediction = torch.func.vmap(algorithm.model_output)(points[k], problems.query_x)
+            out[f"accuracy_{k}"] = float((prediction.argmax(-1) == problems.query_y).float().mean())
+    return out
+
+
 def finite_mean(losses: torch.Tensor) -> float:
     value = float(losses.double().mean())
     return value if math.isfinite(value) else math.inf
@@ -61,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
                                                                  "twice the horizon)")
     parser.add_argument("--grid", default="1e-4:3:4", help="LOW:HIGH:PER_DECADE of the step-size grid")
     parser.add_argument("--seed", type=int, default=None, help="test problems' seed (default: eval.seed)")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="which of the run's checkpoints to compare")
     args = parser.parse_args(argv)
 
-    run = metadapt.load(args.run)
+    run = metadapt.load(args.run, which=args.checkpoint)
     algorithm, family = run.algorithm, run.family
     if not hasattr(algorithm, "unroll_losses"):
         print(f"{args.run} was trained with {run.config.algorithm.name}, not learned-optimizer",
@@ -92,12 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         if best in (rates[0], rates[-1]):
             print(f"warning: {name}'s best step size {best} is at the edge of the grid; widen --grid",
                   file=sys.stderr)
-        test = optimize(algorithm, cls(moving, best, steps), test_problems, steps)
-        results["optimizers"][name] = entry = {"lr": best, "grid_scores": scores, **curve_stats(test)}
+        test, points = optimize(algorithm, cls(moving, best, steps), test_problems, steps, trajectory=True)
+        results["optimizers"][name] = entry = {"lr": best, "grid_scores": scores, **curve_stats(test),
+                                               **heldout(algorithm, points, test_problems, horizon, steps)}
         print(f"{name:>9}: lr {best:<7g} objective after {horizon} steps {entry['mean'][horizon]:.4g}")
     with torch.no_grad():
-        learned = optimize(algorithm, algorithm.update_rule, test_problems, steps)
-    results["optimizers"]["learned"] = entry = {"lr": None, **curve_stats(learned)}
+        learned, points = optimize(algorithm, algorithm.update_rule, test_problems, steps, trajectory=True)
+    results["optimizers"]["learned"] = entry = {"lr": None, **curve_stats(learned),
+                                                **heldout(algorithm, points, test_problems, horizon, steps)}
     print(f"  learned: objective after {horizon} steps {entry['mean'][horizon]:.4g}")
     results["seconds"] = time.perf_counter() - started
 
@@ -111,18 +127,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(results: dict) -> str:
     h, s = results["horizon"], results["steps"]
+    classification = f"accuracy_{h}" in results["optimizers"]["learned"]
     lines = [f"Objective on {results['tasks']} held-out problems (mean ± 95% CI); step sizes from a grid "
              f"search on {results['grid_tasks']} training problems ({len(results['grid'])} values, "
              f"{results['grid'][0]:g} to {results['grid'][-1]:g}), scored after {h} steps.",
              "",
              f"| optimizer | step size | after {h} steps | after {s} steps | mean over steps 1-{h} | "
-             f"median after {h} | diverged by {s} |",
-             "|---|---|---|---|---|---|---|"]
+             f"median after {h} | diverged by {s} |"
+             + (f" held-out accuracy % after {h} / {s} |" if classification else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if classification else "")]
     for name, r in results["optimizers"].items():
         area = sum(r["mean"][1:h + 1]) / h
         lr = "learned" if r["lr"] is None else f"{r['lr']:g}"
+        accuracy = (f" {100 * r[f'accuracy_{h}']:.1f} / {100 * r[f'accuracy_{s}']:.1f} |"
+                    if f"accuracy_{h}" in r else "")
         lines.append(f"| {name} | {lr} | {r['mean'][h]:.4g} ± {r['ci95'][h]:.2g} | {r['mean'][s]:.4g} ± "
-                     f"{r['ci95'][s]:.2g} | {area:.4g} | {r['median'][h]:.4g} | {r['diverged']} |")
+                     f"{r['ci95'][s]:.2g} | {area:.4g} | {r['median'][h]:.4g} | {r['diverged']} |{accuracy}")
     return "\n".join(lines) + "\n"
 
 

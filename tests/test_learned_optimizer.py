@@ -239,8 +239,19 @@ def test_digits_problems_keep_their_splits_apart_and_train_through_the_cli(tmp_p
     run = tmp_path / "digits"
     recipe = str(ROOT / "configs/digits/learned-optimizer.yaml")
     assert main(["train", recipe, *TINY, "train.iterations=2", "--run-dir", str(run)]) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r["split"] == "val"]  # the objective, and the held-out loss beside it
+    assert val and all({"query_loss", "heldout_loss", "accuracy"} <= set(r) for r in val)
     assert main(["eval", str(run), "--tasks", "4"]) == 0
     assert "accuracy" in (run / "report.md").read_text()
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/learned_optimizer.py"), str(run),
+                           "--tasks", "6", "--grid-tasks", "4", "--grid", "1e-2:1e-1:1",
+                           "--checkpoint", "last"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((run / "optimizers.json").read_text())
+    assert 0 <= results["optimizers"]["learned"]["accuracy_10"] <= 1
+    assert "held-out accuracy" in (run / "optimizers.md").read_text()
 
 
 def test_adaptation_equals_the_generic_vmapped_inner_loop():

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import vmap
+from torch.func import functional_call, vmap
 from torch.utils._pytree import tree_map
 
 from metadapt.algorithms.base import Adapted
@@ -155,6 +155,23 @@ class LearnedOptimizer(GradientLearner):
         losses, _, _ = self.unroll_losses(params, self._init_state(params), batch.support_x, batch.support_y,
                                           self.inner_steps)
         return losses.mean(), {"query_loss": losses[:, -1].mean().item()}
+
+    def validation_metrics(self, batch) -> dict[str, float]:
+        """Validation scores the objective the rule minimises, ``f(θ_T)`` after ``inner_steps``
+        (the support loss; a network's query loss can grow while its training loss falls, and the
+        best checkpoint is the best optimizer, not the best-generalising network), and the query
+        loss (and accuracy) beside it."""
+        with torch.no_grad():
+            curve, points = optimize(self, self.update_rule, batch, self.inner_steps, trajectory=True)
+            prediction = vmap(lambda p, x: self.model_output(p, x))(points[-1], batch.query_x)
+            query = vmap(self.loss_fn)(prediction, batch.query_y)
+        metrics = {"query_loss": float(curve[:, -1].mean()), "heldout_loss": float(query.mean())}
+        if not torch.is_floating_point(batch.query_y):
+            metrics["accuracy"] = float((prediction.argmax(-1) == batch.query_y).float().mean())
+        return metrics
+
+    def model_output(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, (params, self.buffers_dict()), (x,), tie_weights=self._tied)
 
     def adapt_tasks(self, support_x, support_y, steps=None) -> Adapted:
         """The rule steps every task at once (as in training; vmapping the rule's many small

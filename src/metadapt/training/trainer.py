@@ -64,7 +64,11 @@ def validation_loss(algorithm: Algorithm, batch: TaskBatch, chunk: int = 100) ->
 
 def validation_metrics(algorithm: Algorithm, batch: TaskBatch, chunk: int = 100) -> dict[str, float]:
     """Mean query loss (and accuracy, for classification) on held-out tasks after the
-    algorithm's default adaptation."""
+    algorithm's default adaptation; an algorithm with a ``validation_metrics(batch)`` method of its
+    own (the learned optimizer scores the objective it minimises) is asked instead."""
+    own = getattr(algorithm, "validation_metrics", None)
+    if own is not None:
+        return own(batch)
     total, correct = 0.0, 0.0
     for start in range(0, batch.num_tasks, chunk):
         part = batch[start:start + chunk]
