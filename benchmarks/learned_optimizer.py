@@ -10,7 +10,8 @@ lowest mean objective after ``--horizon`` steps (the learned optimizer's trainin
 every optimizer, the learned one included, runs for ``--steps`` steps on the same ``--tasks``
 held-out problems from the same starting points (``LearnedOptimizer.initial_params``). Written to
 the run directory: ``optimizers.json`` (every curve's mean and 95% interval, the grid), ``optimizers.md``
-(the table) and ``optimizers.png`` (objective against steps, log scale).
+(the table) and ``optimizers.png`` (the mean objective against steps on a log scale, with a band
+from the first to the third quartile over problems).
 """
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def curve_stats(losses: torch.Tensor) -> dict:
     losses = losses.double()
     mean = losses.mean(0)
     half = 1.96 * losses.std(0) / math.sqrt(losses.shape[0])
+    quartiles = torch.nanquantile(losses, torch.tensor([0.25, 0.75], dtype=losses.dtype), dim=0)
     return {"mean": mean.tolist(), "ci95": half.tolist(), "median": losses.median(0).values.tolist(),
+            "q25": quartiles[0].tolist(), "q75": quartiles[1].tolist(),
             "diverged": int((~torch.isfinite(losses[:, -1])).sum())}
 
 
@@ -160,13 +163,18 @@ def plot(results: dict, path: Path) -> None:
         style = {"color": "black", "linewidth": 2.2} if name == "learned" else {"linewidth": 1.3}
         label = "learned (LSTM)" if name == "learned" else f"{name} (lr {r['lr']:g})"
         (line,) = ax.plot(steps, mean, label=label, **style)
-        ax.fill_between(steps, (mean - half).clamp_min(1e-12), mean + half, alpha=0.15,
-                        color=line.get_color(), linewidth=0)
+        if "q25" in r:  # the middle half of the problems: readable on a log scale, where mean ± CI is not
+            low, high = torch.tensor(r["q25"]), torch.tensor(r["q75"])
+        else:
+            low, high = (mean - half).clamp_min(mean.min() / 10), mean + half
+        ax.fill_between(steps, low, high, alpha=0.15, color=line.get_color(), linewidth=0)
     ax.axvline(results["horizon"], color="grey", linestyle=":", linewidth=1)
     ax.text(results["horizon"], ax.get_ylim()[1], " training horizon", va="top", fontsize=8, color="grey")
     ax.set_yscale("log")
     ax.set_xlabel("optimization step")
-    ax.set_ylabel("objective (mean over held-out problems)")
+    band = ("the middle half of the problems" if "q25" in results["optimizers"]["learned"]
+            else "95% CI of the mean")
+    ax.set_ylabel(f"objective: mean over held-out problems\n(band: {band})")
     ax.set_title("Learned optimizer vs hand-designed ones (best step sizes)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
