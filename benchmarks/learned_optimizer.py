@@ -26,6 +26,7 @@ import torch
 
 import metadapt
 from metadapt.algorithms.learned_optimizer import optimize
+from metadapt.errors import UserError
 from metadapt.files import atomic_write_text
 from metadapt.registry import lookup
 
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="which of the run's checkpoints to compare")
     args = parser.parse_args(argv)
 
-    run = metadapt.load(args.run, which=args.checkpoint)
+    try:
+        run = metadapt.load(args.run, which=args.checkpoint)
+    except UserError as err:
+        print(f"learned_optimizer.py: error: {err}", file=sys.stderr)
+        return 2
     algorithm, family = run.algorithm, run.family
     if not hasattr(algorithm, "unroll_losses"):
         print(f"{args.run} was trained with {run.config.algorithm.name}, not learned-optimizer",
