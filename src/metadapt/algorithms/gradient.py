@@ -200,9 +200,11 @@ class GradientLearner(Algorithm):
     def buffers_dict(self) -> Params:
         return dict(self.model.named_buffers())
 
+    def model_output(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, (params, self.buffers_dict()), (x,), tie_weights=self._tied)
+
     def loss(self, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(functional_call(self.model, (params, self.buffers_dict()), (x,),
-                                            tie_weights=self._tied), y)
+        return self.loss_fn(self.model_output(params, x), y)
 
     def _advance(self, params: Params, grads: Params, state: Any,
                  loss: torch.Tensor | None = None) -> tuple[Params, Any]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 from torch.utils._pytree import tree_map
 
 from metadapt.algorithms.base import Adapted
@@ -170,9 +170,6 @@ class LearnedOptimizer(GradientLearner):
             metrics["accuracy"] = float((prediction.argmax(-1) == batch.query_y).float().mean())
         return metrics
 
-    def model_output(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.model, (params, self.buffers_dict()), (x,), tie_weights=self._tied)
-
     def adapt_tasks(self, support_x, support_y, steps=None) -> Adapted:
         """The rule steps every task at once (as in training; vmapping the rule's many small
         operations per task is several times slower)."""
@@ -192,9 +189,8 @@ class LearnedOptimizer(GradientLearner):
                 f"from {start}, truncated unrolls of {self.unroll} steps")
 
     def outer_step(self, config, context, device):
-        optimizer = torch.optim.Adam(self.update_rule.parameters(), lr=config.train.meta_lr)
-        if config.train.optimizer == "sgd":
-            optimizer = torch.optim.SGD(self.update_rule.parameters(), lr=config.train.meta_lr)
+        kind = torch.optim.SGD if config.train.optimizer == "sgd" else torch.optim.Adam
+        optimizer = kind(self.update_rule.parameters(), lr=config.train.meta_lr)
         return TruncatedUnrollStep(self, optimizer, context, config.train.meta_batch_size, device,
                                    config.train.clip_grad_norm)
 
