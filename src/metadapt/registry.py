@@ -23,8 +23,8 @@ from metadapt.errors import UserError
 
 KINDS = ("algorithm", "model", "task", "update_rule")
 #: the module whose import registers each kind's built-in entries
-_BUILTINS = {"algorithm": "metadapt.algorithms", "model": "metadapt.models", "task": "metadapt.tasks",
-             "update_rule": "metadapt.algorithms"}
+_BUILTINS = {"algorithm": ("metadapt.algorithms",), "model": ("metadapt.models",),
+             "task": ("metadapt.tasks", "metadapt.envs"), "update_rule": ("metadapt.algorithms",)}
 #: the recipe key that names the thing, per kind
 NAME_KEY = {"algorithm": "name", "model": "name", "task": "family", "update_rule": "update_rule"}
 
@@ -79,7 +79,8 @@ def import_object(kind: str, path: str) -> Any:
 
 
 def builtin_names(kind: str) -> list[str]:
-    importlib.import_module(_BUILTINS[kind])
+    for module in _BUILTINS[kind]:
+        importlib.import_module(module)
     return list(_ENTRIES[kind])
 
 

@@ -1,0 +1,40 @@
+"""The linear feature baseline of MAML for RL (Finn et al. 2017, from rllab; Duan et al., ICML 2016).
+
+``V(s_t) = w · φ(s_t, t)`` with ``φ = [s, s², τ, τ², τ³, 1]``, ``τ = t / 100`` and observations clipped
+to ``[-10, 10]``; ``w`` is the ridge-regression fit to the discounted returns of the task's own
+trajectories, ``(ΦᵀΦ + λI) w = ΦᵀG``, with ``λ = 10⁻⁵`` raised tenfold (up to five times) until the
+solution is finite, as rllab does. One fit per task, all tasks solved as one batched system.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def features(observations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[..., N, F]`` features of observations ``[..., N, D]`` (rows past termination are zero)."""
+    obs = observations.clamp(-10, 10)
+    n = obs.shape[-2]
+    tau = (torch.arange(n, dtype=obs.dtype, device=obs.device) / 100.0).expand(*obs.shape[:-1])[..., None]
+    phi = torch.cat([obs, obs ** 2, tau, tau ** 2, tau ** 3, torch.ones_like(tau)], -1)
+    return phi * mask[..., None]
+
+
+def fit_linear_baseline(observations: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                        reg: float = 1e-5) -> torch.Tensor:
+    """Per-task weights ``[T, F]`` from trajectories ``[T, C, N, D]``, returns and mask ``[T, C, N]``."""
+    phi = features(observations, mask).flatten(1, 2)                  # [T, C·N, F]
+    target = (returns * mask).flatten(1, 2)[..., None]                 # [T, C·N, 1]
+    gram, rhs = phi.transpose(1, 2) @ phi, phi.transpose(1, 2) @ target
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    for _ in range(5):
+        weights = torch.linalg.solve(gram + reg * eye, rhs)[..., 0]
+        if torch.isfinite(weights).all():
+            break
+        reg *= 10
+    return weights
+
+
+def linear_baseline(observations: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[T, C, N]`` baseline values of each task's trajectories, fitted on those trajectories."""
+    weights = fit_linear_baseline(observations, returns, mask)
+    return (features(observations, mask) @ weights[:, None, :, None])[..., 0]
