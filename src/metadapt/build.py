@@ -80,6 +80,16 @@ class Parts:
             return self.given_model
         return build_model(self.config, self.family, outputs)
 
+    def model_for(self, input_shape: tuple[int, ...], outputs: Any) -> nn.Module:
+        """The recipe's model for inputs of ``input_shape`` and ``outputs`` outputs that the algorithm,
+        not the task family, decides (a policy's observation and action sizes)."""
+        if self.given_model is not None:
+            return self.given_model
+        entry = self.config.model.entry
+        if hasattr(entry.target, "from_options"):
+            return entry.target.from_options(self.config.model.options, tuple(input_shape), outputs)
+        return build_model(self.config, self.family, outputs)
+
     def seeded(self, fn: Callable[[], Any], offset: int = 0) -> Any:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.train.seed + offset)

@@ -24,10 +24,10 @@ from metadapt.errors import UserError
 
 
 def option(default: Any, *, choices: tuple | None = None, low: float | None = None, positive: bool = False,
-           help: str = "") -> Any:
-    """A dataclass field with its checks: ``choices`` (allowed values), ``low`` (inclusive lower
-    bound), ``positive`` (> 0; ``None`` allowed where the type is optional)."""
-    metadata = {"choices": choices, "low": low, "positive": positive, "help": help}
+           high: float | None = None, help: str = "") -> Any:
+    """A dataclass field with its checks: ``choices`` (allowed values), ``low`` and ``high``
+    (inclusive bounds), ``positive`` (> 0; ``None`` allowed where the type is optional)."""
+    metadata = {"choices": choices, "low": low, "high": high, "positive": positive, "help": help}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -118,6 +118,10 @@ def check(options: Any, prefix: str, owner: str = "") -> None:
             for v in values:
                 if v is not None and v < meta["low"]:
                     raise UserError(f"{key} must be >= {meta['low']:g}{suffix}, got {v}")
+        if meta.get("high") is not None:
+            for v in values:
+                if v is not None and v > meta["high"]:
+                    raise UserError(f"{key} must be <= {meta['high']:g}{suffix}, got {v}")
     validate = getattr(options, "validate", None)
     if validate is not None:
         validate(prefix)

@@ -14,7 +14,8 @@ from metadapt.algorithms.protonet import ProtoNet
 from metadapt.algorithms.matching import MatchingNet
 from metadapt.algorithms.update_rules import LSLR, SGD, MetaSGD, UpdateRule
 from metadapt.algorithms.learned_optimizer import LearnedOptimizer, LSTMOptimizer
+from metadapt.algorithms.rl import RL2
 
 __all__ = ["Adapted", "AdaptedModel", "Algorithm", "GradientLearner", "MAML", "Reptile", "Pretrain",
            "Scratch", "ProtoNet", "MatchingNet", "UpdateRule", "SGD", "MetaSGD", "LSLR", "MAMLPlusPlus",
-           "MetaLSTM", "LearnedOptimizer", "LSTMOptimizer", "use_batch_statistics"]
+           "MetaLSTM", "LearnedOptimizer", "LSTMOptimizer", "RL2", "use_batch_statistics"]

@@ -114,12 +114,22 @@ class EnvFamily(TaskFamily):
 
     #: policies fit any family; the algorithm builds its own from the family's shapes
     models = None
+    default_model = "recurrent-policy"
     reinforcement = True
     #: what one trial is, for the report: "pulls", "episodes"
     trial_unit = "episodes"
 
     def sample(self, num_tasks: int, generator: torch.Generator) -> EnvBatch:
         raise NotImplementedError
+
+    @property
+    def episodes_per_trial(self) -> int:
+        """Episodes of one task an agent meets in a trial (bandits: one episode of ``n`` pulls)."""
+        return int(getattr(self.options, "episodes", 1))
+
+    def probe(self) -> EnvBatch:
+        """One task drawn from a generator of its own, to read shapes from."""
+        return self.sample(1, torch.Generator().manual_seed(0))
 
     def tasks(self, split="train", shots=None, queries=None, ways=None) -> EnvSource:
         return EnvSource(self, split)

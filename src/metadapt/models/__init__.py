@@ -5,5 +5,6 @@ from metadapt.models.conv4 import Conv4
 from metadapt.models.given import GivenModel
 from metadapt.models.mlp import MLP
 from metadapt.models.point import Point
+from metadapt.models.recurrent import RecurrentPolicy
 
-__all__ = ["MLP", "Conv4", "GivenModel", "Point"]
+__all__ = ["MLP", "Conv4", "GivenModel", "Point", "RecurrentPolicy"]

@@ -1,0 +1,166 @@
+"""RL² (Duan, Schulman, Chen, Bartlett, Sutskever & Abbeel, "RL²: Fast reinforcement learning via
+slow reinforcement learning", 2016).
+
+The "fast" learner is the hidden state of a recurrent policy: a GRU reads, at every step, the
+observation together with the previous action, reward and termination flag, and its hidden state is
+carried across all episodes of a trial — reset only between trials, never between the episodes of
+one task, in training and at test time alike. The "slow" learner trains the GRU's weights to
+maximise the total reward of a whole trial,
+
+    max_θ  E_{task ~ p} E_{trial ~ π_θ} [ Σ_{t=0}^{n·H−1} r_t ],
+
+here with PPO over whole trials (the paper used TRPO; both are policy-gradient methods with a
+learned value baseline and GAE): :class:`metadapt.training.ppo.PPOStep` is its outer step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from metadapt.algorithms.base import Algorithm
+from metadapt.errors import UserError
+from metadapt.experience import Trajectories, gae, rollout
+from metadapt.options import option
+from metadapt.registry import register
+
+VALIDATION_SEED = 4_242  # validation trials' own draws: the same every time, never the training stream
+
+
+@dataclass
+class RL2Options:
+    trials: int = option(1, positive=True, help="trials of each task per meta-update")
+    gamma: float = option(0.99, low=0, high=1, help="discount across the whole trial")
+    gae_lambda: float = option(0.3, low=0, high=1, help="GAE λ (the RL² paper: 0.3)")
+    epochs: int = option(4, positive=True, help="PPO passes over each batch of trials")
+    minibatches: int = option(4, positive=True, help="PPO minibatches of whole trials per pass")
+    clip: float = option(0.2, positive=True, help="PPO clip range ε")
+    value_coef: float = option(0.5, low=0, help="weight of the value loss")
+    entropy_coef: float = option(0.01, low=0, help="weight of the entropy bonus")
+    max_grad_norm: float = option(0.5, positive=True, help="gradient clipping of each PPO update")
+
+
+@register("algorithm", "rl2")
+class RL2(Algorithm):
+    """A recurrent policy whose hidden state learns within a trial; see the module docstring."""
+
+    name = "rl2"
+    reinforcement = True
+    Options = RL2Options
+
+    def __init__(self, policy: nn.Module, episodes: int = 1, trials: int = 1, gamma: float = 0.99,
+                 gae_lambda: float = 0.3, epochs: int = 4, minibatches: int = 4, clip: float = 0.2,
+                 value_coef: float = 0.5, entropy_coef: float = 0.01, max_grad_norm: float = 0.5):
+        super().__init__()
+        self.policy = policy
+        self.episodes, self.trials = episodes, trials
+        self.gamma, self.gae_lambda = gamma, gae_lambda
+        self.epochs, self.minibatches, self.clip = epochs, minibatches, clip
+        self.value_coef, self.entropy_coef, self.max_grad_norm = value_coef, entropy_coef, max_grad_norm
+
+    @classmethod
+    def from_config(cls, options, parts) -> RL2:
+        probe = parts.family.probe()
+        if not probe.discrete:
+            raise UserError("algorithm.name=rl2 acts with discrete actions; "
+                            f"task.family={parts.config.task.family} has continuous ones")
+        policy = parts.seeded(lambda: parts.model_for(probe.observation_shape, probe.actions))
+        return cls(policy, episodes=parts.family.episodes_per_trial, **vars(options))
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        super().check_config(config)
+        if not getattr(config.task.entry.target, "reinforcement", False):
+            raise UserError(f"algorithm.name={config.algorithm.name} learns from environments; use it with "
+                            "an environment family such as task.family=bandits")
+
+    # ----- acting -----------------------------------------------------------------------------------
+    def actor(self, generator: torch.Generator, greedy: bool = False):
+        """The policy as ``rollout`` calls it: the GRU's hidden state is the carry, so it flows through
+        every episode of the trial; actions are sampled from ``generator`` (``greedy``: the most
+        probable)."""
+
+        def act(obs, last, hidden):
+            t, c = obs.shape[:2]
+            if last is None:
+                zero = torch.zeros(t, c, device=obs.device)
+                x = self.policy.inputs(obs, zero.long(), zero, zero, first=torch.ones_like(zero))
+            else:
+                x = self.policy.inputs(obs, last.action, last.reward, last.done)
+            logits, value, hidden = self.policy.step(x.reshape(t * c, -1), hidden)
+            log_p = torch.log_softmax(logits, -1)
+            if greedy:
+                action = log_p.argmax(-1)
+            else:
+                action = torch.multinomial(log_p.exp().cpu(), 1, generator=generator)[:, 0].to(obs.device)
+            chosen = log_p.gather(-1, action[:, None])[:, 0]
+            extras = {"log_prob": chosen.reshape(t, c), "value": value.reshape(t, c)}
+            return action.reshape(t, c), extras, hidden
+
+        return act
+
+    @torch.no_grad()
+    def play(self, env, generator: torch.Generator, trials: int | None = None,
+             greedy: bool = False) -> Trajectories:
+        """``trials`` trials (each ``episodes`` episodes, hidden state carried) of every task of ``env``."""
+        was_training = self.training
+        self.eval()
+        try:
+            traj, _ = rollout(env, self.actor(generator, greedy), trials or self.trials, self.episodes,
+                              generator)
+        finally:
+            self.train(was_training)
+        return traj
+
+    def sequence_inputs(self, trials: Trajectories) -> torch.Tensor:
+        """``[B, N, F]`` GRU inputs of whole trials ``[T, C, N, …]`` (flattened to ``B = T·C``), each step
+        seeing the previous step's action, reward and termination flag."""
+        obs = trials.observations.flatten(0, 1)
+        shift = lambda x: torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)  # noqa: E731
+        first = torch.zeros(obs.shape[:2], device=obs.device)
+        first[:, 0] = 1
+        prev = lambda x: shift(x.flatten(0, 1))  # noqa: E731
+        return self.policy.inputs(obs, prev(trials.actions), prev(trials.rewards), prev(trials.dones), first)
+
+    # ----- learning --------------------------------------------------------------------------------
+    def experience(self, env, generator: torch.Generator) -> dict:
+        """One batch of whole trials with what PPO needs: inputs, actions, old log-probabilities and
+        values, GAE advantages and returns over the trial (discounted across episodes), the mask."""
+        traj = self.play(env, generator).trials()
+        flat = lambda x: x.flatten(0, 1)  # noqa: E731
+        rewards, mask, values = flat(traj.rewards), flat(traj.mask), flat(traj.extras["value"])
+        advantages = gae(rewards, values, self.gamma, self.gae_lambda, mask)
+        per_trial = rewards.sum(-1)
+        return {"inputs": self.sequence_inputs(traj), "actions": flat(traj.actions),
+                "log_probs": flat(traj.extras["log_prob"]), "values": values, "advantages": advantages,
+                "returns": advantages + values, "mask": mask,
+                "metrics": {"return": float(per_trial.mean()), "env_steps": float(mask.sum())}}
+
+    def evaluate_actions(self, batch: dict, index: torch.Tensor):
+        """Log-probabilities of the taken actions, entropies and values of the trials ``index``,
+        recomputed over whole trials from a zero hidden state."""
+        logits, values, _ = self.policy(batch["inputs"][index])
+        dist = torch.distributions.Categorical(logits=logits)
+        return dist.log_prob(batch["actions"][index]), dist.entropy(), values
+
+    def outer_step(self, config, context, device):
+        from metadapt.training.ppo import PPOStep
+        from metadapt.training.steps import build_optimizer
+
+        return PPOStep(self, build_optimizer(config, self), context, config.train.meta_batch_size, device,
+                       self.epochs, self.minibatches, self.clip, self.value_coef, self.entropy_coef,
+                       self.max_grad_norm)
+
+    @torch.no_grad()
+    def validation_metrics(self, env) -> dict[str, float]:
+        """Mean total reward of one trial per held-out task (``query_loss`` is its negative)."""
+        traj = self.play(env, torch.Generator().manual_seed(VALIDATION_SEED), trials=1)
+        total = float(traj.rewards.sum((-1, -2)).mean())
+        return {"query_loss": -total, "return": total}
+
+    def describe(self) -> str:
+        return (f"`{self.name_in_config or self.name}`: a recurrent policy whose hidden state is carried "
+                f"across the {self.episodes} episode(s) of a trial, trained with PPO over whole trials "
+                f"(γ {self.gamma}, GAE λ {self.gae_lambda}, {self.epochs} epochs × {self.minibatches} "
+                f"minibatches, clip {self.clip}, entropy {self.entropy_coef})")

@@ -1,0 +1,75 @@
+"""The recurrent actor-critic of RL² (Duan et al. 2016): a GRU over everything a reinforcement-learning
+algorithm sees — the observation, the previous action (one-hot), reward and episode-termination
+flag — with a categorical policy head and a value head on its hidden state.
+
+The same GRU runs one step at a time while acting (:meth:`RecurrentPolicy.step`) and over whole
+trials when training (:meth:`RecurrentPolicy.forward`); both give the same numbers. Heads are
+initialised as CleanRL's PPO does: orthogonal weights, gain 0.01 for the policy (a nearly uniform
+first policy) and 1 for the value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from metadapt.options import option
+from metadapt.registry import register
+
+
+def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+@dataclass
+class RecurrentPolicyOptions:
+    hidden: int = option(256, positive=True, help="GRU units (RL²: 256)")
+
+
+@register("model", "recurrent-policy")
+class RecurrentPolicy(nn.Module):
+    """``observation_size`` inputs per step, ``actions`` discrete actions, a GRU of ``hidden`` units."""
+
+    Options = RecurrentPolicyOptions
+
+    def __init__(self, observation_size: int, actions: int, hidden: int = 256):
+        super().__init__()
+        self.actions, self.hidden = actions, hidden
+        self.gru = nn.GRU(observation_size + actions + 2, hidden, batch_first=True)
+        self.policy = _orthogonal(nn.Linear(hidden, actions), 0.01)
+        self.value = _orthogonal(nn.Linear(hidden, 1), 1.0)
+
+    @classmethod
+    def from_options(cls, options: RecurrentPolicyOptions, input_shape: tuple[int, ...],
+                     outputs: int) -> RecurrentPolicy:
+        """``input_shape``: one observation's shape; ``outputs``: the number of actions."""
+        size = 1
+        for d in input_shape:
+            size *= int(d)
+        return cls(size, outputs, options.hidden)
+
+    def describe(self) -> str:
+        return f"a GRU of {self.hidden} units with policy and value heads (RL²)"
+
+    def inputs(self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
+               prev_done: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        """``[..., F]``: observation, one-hot previous action, previous reward and termination flag
+        (all zero where ``first`` marks the first step of a trial)."""
+        one_hot = nn.functional.one_hot(prev_action.long(), self.actions).to(observation.dtype)
+        extra = torch.cat([one_hot, prev_reward[..., None], prev_done[..., None]], -1)
+        if first is not None:
+            extra = extra * (1 - first.to(extra.dtype))[..., None]
+        return torch.cat([observation.flatten(prev_action.dim()), extra], -1)
+
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
+        """``inputs [B, N, F]`` → logits ``[B, N, A]``, values ``[B, N]``, final hidden ``[1, B, H]``."""
+        out, hidden = self.gru(inputs, hidden)
+        return self.policy(out), self.value(out)[..., 0], hidden
+
+    def step(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
+        """One step for a batch ``inputs [B, F]``: logits ``[B, A]``, values ``[B]``, hidden."""
+        logits, values, hidden = self(inputs[:, None], hidden)
+        return logits[:, 0], values[:, 0], hidden

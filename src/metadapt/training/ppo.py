@@ -1,0 +1,109 @@
+"""Proximal policy optimization as an outer step (Schulman et al., "Proximal policy optimization
+algorithms", 2017), in the shape of CleanRL's ``ppo.py``.
+
+One meta-update: draw ``tasks_per_step`` tasks from the run's generator, let the algorithm collect
+its experience in them (``algorithm.experience(env, generator)``: whole trials with the policy's
+log-probabilities, values, advantages and returns), then ``epochs`` passes over that experience in
+``minibatches`` random minibatches of whole trials, each an Adam step on
+
+    L = −E[min(ρ Â, clip(ρ, 1 − ε, 1 + ε) Â)] + c_v · E[(V − R)²] / 2 − c_e · E[H(π)],   ρ = π / π_old,
+
+with advantages normalised per minibatch and the gradient clipped to a global norm. The updates
+happen inside ``step``; ``discard`` (a non-finite loss anywhere) puts the parameters and the
+optimizer back as they were before it.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from metadapt.errors import UserError
+from metadapt.training.steps import OuterStep, StepResult
+
+
+def ppo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
+             values: torch.Tensor, returns: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor,
+             clip: float, value_coef: float, entropy_coef: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The clipped surrogate, value and entropy terms averaged over the steps where ``mask`` is 1."""
+    n = mask.sum().clamp(min=1)
+    mean = lambda x: (x * mask).sum() / n  # noqa: E731
+    adv_mean = mean(advantages)
+    adv_std = (mean((advantages - adv_mean) ** 2) * n / (n - 1).clamp(min=1)).sqrt()
+    adv = (advantages - adv_mean) / (adv_std + 1e-8)
+    log_ratio = log_probs - old_log_probs
+    ratio = log_ratio.exp()
+    policy_loss = mean(-torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv))
+    value_loss = 0.5 * mean((values - returns) ** 2)
+    entropy_mean = mean(entropy)
+    loss = policy_loss + value_coef * value_loss - entropy_coef * entropy_mean
+    with torch.no_grad():
+        stats = {"policy_loss": float(policy_loss), "value_loss": float(value_loss),
+                 "entropy": float(entropy_mean), "approx_kl": float(mean((ratio - 1) - log_ratio)),
+                 "clip_fraction": float(mean(((ratio - 1).abs() > clip).to(ratio.dtype)))}
+    return loss, stats
+
+
+class PPOStep(OuterStep):
+    """The outer step of RL² (see the module docstring); its state is the optimizer's."""
+
+    def __init__(self, algorithm, optimizer: torch.optim.Optimizer, context, tasks_per_step: int,
+                 device: torch.device, epochs: int, minibatches: int, clip: float, value_coef: float,
+                 entropy_coef: float, max_grad_norm: float):
+        if context.world_size > 1:
+            raise UserError(f"algorithm.name={algorithm.name} trains in one process for now; run it "
+                            "without torchrun")
+        self.algorithm, self.optimizer, self.device = algorithm, optimizer, device
+        self.tasks_per_step, self.epochs, self.minibatches = tasks_per_step, epochs, minibatches
+        self.clip, self.value_coef, self.entropy_coef = clip, value_coef, entropy_coef
+        self.max_grad_norm = max_grad_norm
+        self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        self._before = None
+
+    def step(self, tasks, generator) -> StepResult:
+        self._before = tuple(copy.deepcopy(x.state_dict()) for x in (self.algorithm, self.optimizer))
+        env = tasks.sample(self.tasks_per_step, generator).to(self.device)
+        batch = self.algorithm.experience(env, generator)
+        trials = batch["actions"].shape[0]
+        if trials < self.minibatches:
+            raise UserError(f"PPO splits {trials} trials into {self.minibatches} minibatches; raise "
+                            "train.meta_batch_size or lower algorithm.minibatches")
+        totals: dict[str, float] = {}
+        finite, updates = True, 0
+        for _ in range(self.epochs):
+            order = torch.randperm(trials, generator=generator).to(self.device)
+            for index in order.chunk(self.minibatches):
+                log_probs, entropy, values = self.algorithm.evaluate_actions(batch, index)
+                loss, stats = ppo_loss(log_probs, batch["log_probs"][index], batch["advantages"][index],
+                                       values, batch["returns"][index], entropy, batch["mask"][index],
+                                       self.clip, self.value_coef, self.entropy_coef)
+                if not torch.isfinite(loss):
+                    finite = False
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+                if not torch.isfinite(norm):
+                    finite = False
+                    break
+                self.optimizer.step()
+                updates += 1
+                for k, v in stats.items():
+                    totals[k] = totals.get(k, 0.0) + v
+            if not finite:
+                break
+        metrics = {k: v / max(updates, 1) for k, v in totals.items()}
+        metrics.update(batch["metrics"])
+        metrics["query_loss"] = -batch["metrics"]["return"]
+        return StepResult(metrics["query_loss"], metrics, finite)
+
+    def discard(self) -> None:
+        if self._before is not None:
+            self.algorithm.load_state_dict(self._before[0])
+            self.optimizer.load_state_dict(self._before[1])
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,107 @@
+"""RL²: the hidden state lives for the whole trial, acting and training see the same numbers, PPO's
+loss matches a hand computation, and a run resumes to the same parameters."""
+import math
+
+import pytest
+import torch
+
+from metadapt.algorithms.rl import RL2
+from metadapt.config import build_config
+from metadapt.envs import BanditFamily, TabularMDPFamily
+from metadapt.envs.bandits import BanditOptions
+from metadapt.envs.tabular import TabularOptions
+from metadapt.errors import UserError
+from metadapt.experience import rollout
+from metadapt.models import RecurrentPolicy
+from metadapt.training import load, train
+from metadapt.training.ppo import ppo_loss
+
+SMALL = ["task.family=bandits", "model.name=recurrent-policy", "model.hidden=16", "algorithm.name=rl2",
+         "train.meta_batch_size=16", "train.val_tasks=20", "train.val_every=10", "train.checkpoint_every=10",
+         "train.log_every=5", "eval.tasks=20"]
+
+
+def small(iterations, *extra):
+    return build_config(None, SMALL + [f"train.iterations={iterations}", *extra])
+
+
+def mdp_agent(hidden=32, episodes=3):
+    torch.manual_seed(0)
+    return RL2(RecurrentPolicy(10, 5, hidden), episodes=episodes)
+
+
+def test_hidden_state_is_carried_across_the_episodes_of_a_trial():
+    agent = mdp_agent()
+    env = TabularMDPFamily(TabularOptions(horizon=4, episodes=3)).sample(6, torch.Generator().manual_seed(1))
+    traj = agent.play(env, torch.Generator().manual_seed(2), trials=2).trials()
+    # log-probabilities recorded while acting = those of the whole trial read from a zero hidden state
+    logits, values, _ = agent.policy(agent.sequence_inputs(traj))
+    recorded = traj.extras["log_prob"].flatten(0, 1)
+    recomputed = torch.log_softmax(logits, -1).gather(-1, traj.actions.flatten(0, 1)[..., None])[..., 0]
+    assert torch.allclose(recorded, recomputed, atol=1e-5)
+    assert torch.allclose(traj.extras["value"].flatten(0, 1), values, atol=1e-5)
+    # had the hidden state been reset at the start of episode 2, its first step would read differently
+    inputs = agent.sequence_inputs(traj)
+    reset_logits, _, _ = agent.policy(inputs[:, 4:])
+    assert not torch.allclose(reset_logits[:, 0], logits[:, 4], atol=1e-3)
+    # and the previous step's done flag (end of episode 1) is what the first step of episode 2 reads
+    assert torch.all(inputs[:, 4, -1] == 1) and torch.all(inputs[:, 1:4, -1] == 0)
+
+
+def test_each_trial_starts_from_a_zero_hidden_state_and_no_previous_step():
+    agent = mdp_agent()
+    env = BanditFamily(BanditOptions(arms=5, pulls=6)).sample(3, torch.Generator().manual_seed(0))
+    agent.policy = RecurrentPolicy(1, 5, 8)
+    agent.episodes = 1
+    seen = []
+    act = agent.actor(torch.Generator().manual_seed(0))
+
+    def spy(obs, last, hidden):
+        seen.append(hidden)
+        return act(obs, last, hidden)
+
+    rollout(env, spy, 2, 1, torch.Generator().manual_seed(0))
+    assert seen[0] is None and all(h is not None for h in seen[1:])
+    inputs = agent.sequence_inputs(agent.play(env, torch.Generator().manual_seed(0)).trials())
+    assert torch.count_nonzero(inputs[:, 0, 1:]) == 0  # no previous action, reward or done
+
+
+def test_ppo_loss_by_hand():
+    lp = torch.tensor([math.log(0.5), math.log(0.2)])
+    old = torch.tensor([math.log(0.4), math.log(0.4)])
+    adv = torch.tensor([1.0, -1.0])
+    values, returns = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])
+    entropy, mask = torch.tensor([0.3, 0.5]), torch.ones(2)
+    loss, stats = ppo_loss(lp, old, adv, values, returns, entropy, mask, clip=0.2, value_coef=0.5,
+                           entropy_coef=0.1)
+    # normalised advantages: (±1 − 0) / std([1, −1]) = ±1/√2; ratios 1.25 → clipped 1.2, and 0.5 → 0.8
+    a = 1 / math.sqrt(2)
+    policy = -(min(1.25 * a, 1.2 * a) + min(0.5 * -a, 0.8 * -a)) / 2
+    assert stats["policy_loss"] == pytest.approx(policy, rel=1e-5)
+    assert stats["value_loss"] == pytest.approx(0.5 * (1.0 + 0.0) / 2)
+    assert float(loss) == pytest.approx(policy + 0.5 * 0.25 - 0.1 * 0.4, rel=1e-5)
+    assert stats["clip_fraction"] == pytest.approx(1.0)
+
+
+def test_training_raises_the_return_on_bandits(tmp_path):
+    summary = train(small(60, "train.meta_batch_size=64", "train.meta_lr=0.003", "model.hidden=32",
+                          "train.val_tasks=200"), tmp_path / "run", progress=False)
+    val = [r for r in load(tmp_path / "run").metrics() if r["split"] == "val"]
+    assert val[-1]["return"] > val[0]["return"] + 0.3 and val[-1]["return"] > 5.4   # random: 5.0
+    assert summary["best_val_query_loss"] == pytest.approx(-max(r["return"] for r in val))
+
+
+def test_resume_continues_to_the_same_parameters(tmp_path):
+    train(small(30), tmp_path / "straight", progress=False)
+    train(small(20), tmp_path / "resumed", progress=False)
+    train(small(30), tmp_path / "resumed", resume=True, progress=False)
+    a = load(tmp_path / "straight", "last").algorithm.state_dict()
+    b = load(tmp_path / "resumed", "last").algorithm.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_recipes_that_mix_families_are_refused():
+    with pytest.raises(UserError, match="environment family"):
+        build_config(None, ["algorithm.name=rl2"])
+    with pytest.raises(UserError, match="meta-reinforcement-learning algorithm"):
+        build_config(None, ["task.family=bandits", "algorithm.name=maml"])
