@@ -1,5 +1,6 @@
 """RL²: the hidden state lives for the whole trial, acting and training see the same numbers, PPO's
 loss matches a hand computation, and a run resumes to the same parameters."""
+import json
 import math
 
 import pytest
@@ -105,3 +106,19 @@ def test_recipes_that_mix_families_are_refused():
         build_config(None, ["algorithm.name=rl2"])
     with pytest.raises(UserError, match="meta-reinforcement-learning algorithm"):
         build_config(None, ["task.family=bandits", "algorithm.name=maml"])
+
+
+def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path, capsys):
+    from metadapt.cli import main
+
+    train(small(10), tmp_path / "run", progress=False)
+    assert main(["eval", str(tmp_path / "run"), "--tasks", "50", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    for name in ("rl2", "random", "gittins", "thompson", "ucb1", "epsilon-greedy", "greedy", "oracle"):
+        assert name in out
+    results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
+    assert results["published"]["gittins"] == 6.6 and results["tasks"] == 50
+    assert len(results["methods"]["rl2"]["curve"]) == 10                      # one point per pull
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Total reward per trial" in report and "plots/trial_curves.png" in report
+    assert (tmp_path / "run" / "plots" / "trial_curves.png").is_file()

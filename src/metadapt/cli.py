@@ -71,8 +71,13 @@ def cmd_eval(args) -> int:
     compare = [load(path) for path in args.compare]
     results = evaluate_run(run, compare, tasks=args.tasks, steps=args.steps, progress=not args.no_progress,
                            scratch=not args.no_scratch)
-    print(comparison_table(results, markdown=False))
-    print(speed_table(results, markdown=False))
+    if results.get("kind") == "reinforcement":
+        from metadapt.evaluation.rl import rl_table
+
+        print(rl_table(results, markdown=False))
+    else:
+        print(comparison_table(results, markdown=False))
+        print(speed_table(results, markdown=False))
     print(f"\nreport: {run.path / 'report.md'}   figures: {run.path / 'plots'}")
     return 0
 

@@ -42,6 +42,10 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
                  progress: bool = True, scratch: bool = True) -> dict:
     """Adaptation curves of ``run``, each ``compare`` run and training from scratch on the same
     test tasks; writes ``eval/results.json``, ``plots/*.png`` and ``report.md`` into ``run``."""
+    if getattr(run.family, "reinforcement", False):
+        from metadapt.evaluation.rl import evaluate_rl
+
+        return evaluate_rl(run, compare, tasks=tasks, progress=progress)
     cfg = run.config.eval
     tasks = cfg.tasks if tasks is None else tasks
     steps = cfg.steps if steps is None else steps

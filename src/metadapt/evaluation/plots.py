@@ -83,13 +83,16 @@ def plot_training_curve(rows: list[dict], path: Path, title: str) -> bool:
     if not curve:
         return False
     accuracy = all("accuracy" in r for _, r in curve)
+    rewarded = all("return" in r for _, r in curve)  # reinforcement learning: the return, higher is better
     minutes = [t / 60 for t, _ in curve]
-    values = [100 * r["accuracy"] if accuracy else r["query_loss"] for _, r in curve]
+    values = [100 * r["accuracy"] if accuracy else r["return"] if rewarded else r["query_loss"]
+              for _, r in curve]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.plot(minutes, values, marker="o", ms=3)
     ax.set_xlabel("meta-training time (minutes)")
-    ax.set_ylabel("validation query accuracy %" if accuracy else "validation query loss")
-    if not accuracy:
+    ax.set_ylabel("validation query accuracy %" if accuracy else "validation return per trial" if rewarded
+                  else "validation query loss")
+    if not (accuracy or rewarded):
         ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title, fontsize=10)

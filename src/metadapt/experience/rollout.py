@@ -21,11 +21,13 @@ from metadapt.envs.base import EnvBatch
 
 
 class Last(NamedTuple):
-    """The previous step, as RL²'s policy reads it: action, reward and whether it ended an episode."""
+    """The previous step, as RL²'s policy reads it: action, reward and whether it ended an episode;
+    and the observation it led to (before any reset), for strategies that count transitions."""
 
     action: torch.Tensor
     reward: torch.Tensor
     done: torch.Tensor
+    observation: torch.Tensor
 
 
 @dataclass
@@ -85,7 +87,7 @@ def rollout(env: EnvBatch, act: Policy, copies: int, episodes: int, generator: t
             done_steps.append(ended.to(reward.dtype))
             for k, v in extras.items():
                 extra_steps.setdefault(k, []).append(v)
-            last = Last(action, reward, ended.to(reward.dtype))
+            last = Last(action, reward, ended.to(reward.dtype), next_obs)
             alive = alive & ~terminated
             obs = next_obs
     t, c, e, h = env.num_tasks, copies, episodes, env.horizon

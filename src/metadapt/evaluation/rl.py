@@ -1,0 +1,225 @@
+"""Evaluate a meta-reinforcement-learning run: the total reward of one trial on many held-out tasks,
+for the meta-learned agent and every hand-designed strategy, all on the same tasks.
+
+A trial is what the agent gets to learn a new task in: ``n`` pulls of a bandit, ``n`` episodes of an
+MDP. Results hold, per method, the mean total reward per trial with its 95% interval, the learning
+curve within the trial (mean reward per pull, or mean return per episode) and the oracle's (the
+policy that knows the task). Strategies with a constant (UCB1's ``c``, ε-greedy's ``ε``) have it
+chosen by a grid search on separate tuning tasks, as the RL² paper tuned them per setting.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+import torch
+from tqdm.auto import tqdm
+
+from metadapt.algorithms.rl.bandit_strategies import STRATEGIES
+from metadapt.algorithms.rl.gittins import finite_horizon_gittins
+from metadapt.algorithms.rl.mdp_strategies import MDP_STRATEGIES
+from metadapt.envs import Bandits, TabularMDPs
+from metadapt.evaluation.plots import plot_training_curve
+from metadapt.evaluation.stats import mean_ci
+from metadapt.experience import rollout
+from metadapt.files import atomic_write_text
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+TUNING_SEED_OFFSET = 77_777  # tuning tasks: never the test tasks
+#: the RL² authors' grids (their evaluate_bandits.py): c and ε over 0, 0.1, …, 1
+UCB_GRID = tuple(i / 10 for i in range(11))
+EPSILON_GRID = tuple(i / 10 for i in range(11))
+
+_BANDIT_COLUMNS = ("random", "gittins", "thompson", "ots", "ucb1", "epsilon-greedy", "greedy", "rl2")
+_MDP_COLUMNS = ("random", "psrl", "opsrl", "ucrl2", "beb", "epsilon-greedy", "greedy", "rl2")
+#: RL² paper (Duan et al. 2016), Tables 1 and 2: average total reward per trial over 1,000 trials
+PUBLISHED: dict[tuple, dict[str, float]] = {
+    **{("bandits", n, k): dict(zip(_BANDIT_COLUMNS, row)) for (n, k), row in {
+        (10, 5): (5.0, 6.6, 5.7, 6.5, 6.7, 6.6, 6.6, 6.7),
+        (10, 10): (5.0, 6.6, 5.5, 6.2, 6.7, 6.6, 6.6, 6.7),
+        (10, 50): (5.1, 6.5, 5.2, 5.5, 6.6, 6.5, 6.5, 6.8),
+        (100, 5): (49.9, 78.3, 74.7, 77.9, 78.0, 75.4, 74.8, 78.7),
+        (100, 10): (49.9, 82.8, 76.7, 81.4, 82.4, 77.4, 77.1, 83.5),
+        (100, 50): (49.8, 85.2, 64.5, 67.7, 84.3, 78.3, 78.0, 84.9),
+        (500, 5): (249.8, 405.8, 402.0, 406.7, 405.8, 388.2, 380.6, 401.6),
+        (500, 10): (249.0, 437.8, 429.5, 438.9, 437.1, 408.0, 395.0, 432.5),
+        (500, 50): (249.6, 463.7, 427.2, 437.6, 457.6, 413.6, 402.8, 438.9)}.items()},
+    **{("tabular-mdp", n): dict(zip(_MDP_COLUMNS, row)) for n, row in {
+        10: (100.1, 138.1, 144.1, 146.6, 150.2, 132.8, 134.8, 156.2),
+        25: (250.2, 408.8, 425.2, 424.1, 427.8, 377.3, 368.8, 445.7),
+        50: (499.7, 904.4, 930.7, 918.9, 917.8, 823.3, 769.3, 936.1),
+        75: (749.9, 1417.1, 1449.2, 1427.6, 1422.6, 1293.9, 1172.9, 1428.8),
+        100: (999.4, 1939.5, 1973.9, 1942.1, 1935.1, 1778.2, 1578.5, 1913.7)}.items()},
+}
+
+
+def trial_rewards(act, env, episodes: int, generator: torch.Generator) -> torch.Tensor:
+    """``[T, E, H]`` rewards of one trial of ``act`` in each task of ``env``."""
+    traj, _ = rollout(env, act, 1, episodes, generator)
+    return traj.rewards[:, 0].cpu()
+
+
+def _tune(make, grid, env, episodes, seed) -> tuple[float, float]:
+    """The constant of ``grid`` with the highest mean total reward on ``env`` (tuning tasks)."""
+    scores = []
+    for value in grid:
+        g = torch.Generator().manual_seed(seed)
+        scores.append(float(trial_rewards(make(value, g).act, env, episodes, g).sum((1, 2)).mean()))
+    best = max(range(len(grid)), key=lambda i: scores[i])
+    return grid[best], scores[best]
+
+
+def strategies(env, tuning_env, episodes: int, seed: int) -> dict[str, tuple]:
+    """``{name: (make(generator) -> strategy, note)}`` of the hand-designed strategies for ``env``."""
+    if isinstance(env, Bandits):
+        k, n = env.arms, env.horizon
+        c, _ = _tune(lambda v, g: STRATEGIES["ucb1"](k, g, c=v), UCB_GRID, tuning_env, episodes, seed)
+        eps, _ = _tune(lambda v, g: STRATEGIES["epsilon-greedy"](k, g, epsilon=v), EPSILON_GRID, tuning_env,
+                       episodes, seed)
+        table = finite_horizon_gittins(n)
+        return {
+            "random": (lambda g: STRATEGIES["random"](k, g), ""),
+            "gittins": (lambda g: STRATEGIES["gittins"](k, g, table), "finite-horizon Gittins index"),
+            "thompson": (lambda g: STRATEGIES["thompson"](k, g), ""),
+            "ucb1": (lambda g: STRATEGIES["ucb1"](k, g, c=c), f"c = {c:g}, tuned"),
+            "epsilon-greedy": (lambda g: STRATEGIES["epsilon-greedy"](k, g, epsilon=eps),
+                               f"ε = {eps:g}, tuned"),
+            "greedy": (lambda g: STRATEGIES["greedy"](k, g), "posterior mean"),
+        }
+    if isinstance(env, TabularMDPs):
+        s, a, h = env.states, env.actions, env.horizon
+        return {name: (lambda g, cls=cls: cls(s, a, h, g), "") for name, cls in MDP_STRATEGIES.items()}
+    return {}
+
+
+def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True) -> dict:
+    """Total reward per trial of ``run``'s agent, each ``compare`` run's and every hand-designed
+    strategy's on the same held-out tasks; writes ``eval/results.json``, figures and ``report.md``."""
+    cfg = run.config.eval
+    tasks = cfg.tasks if tasks is None else tasks
+    family, device = run.family, run.device
+    env = family.sample(tasks, torch.Generator().manual_seed(cfg.seed)).to(device)
+    tuning = family.sample(tasks, torch.Generator().manual_seed(cfg.seed + TUNING_SEED_OFFSET)).to(device)
+    episodes = family.episodes_per_trial
+    agents = {run.config.algorithm.name: run.algorithm}
+    for other in compare:
+        name = other.config.algorithm.name
+        agents[name if name not in agents else f"{name}:{other.path.name}"] = other.algorithm
+    baselines = strategies(env, tuning, episodes, cfg.seed + TUNING_SEED_OFFSET)
+    results = {"kind": "reinforcement", "family": run.config.task.family, "tasks": tasks, "seed": cfg.seed,
+               "episodes": episodes, "horizon": env.horizon, "unit": family.trial_unit, "methods": {}}
+    jobs = list(agents) + list(baselines)
+    for name in tqdm(jobs, desc="evaluate", disable=not progress, unit="method"):
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        if name in agents:
+            rewards = agents[name].play(env, g, trials=1).rewards[:, 0].cpu()
+            note = "meta-learned"
+        else:
+            make, note = baselines[name]
+            rewards = trial_rewards(make(g).act, env, episodes, g)
+        total = rewards.sum((1, 2))
+        mean, ci = mean_ci(total)
+        curve = rewards.flatten(1) if episodes == 1 else rewards.sum(-1)   # per pull, or per episode
+        results["methods"][name] = {"mean": float(mean), "ci95": float(ci), "note": note,
+                                    "curve": curve.mean(0).tolist()}
+    oracle = env.oracle_return()
+    if oracle is not None:
+        results["oracle"] = float(oracle.mean()) * episodes
+    key = published_key(run.config)
+    if key in PUBLISHED:
+        results["published"] = PUBLISHED[key]
+    atomic_write_text(run.path / "eval" / "results.json", json.dumps(results, indent=1))
+    figures = {"Learning within a trial": "plots/trial_curves.png"}
+    plot_trial_curves(results, run.path / figures["Learning within a trial"])
+    metrics_path = run.path / "metrics.jsonl"
+    if metrics_path.is_file():
+        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+        if plot_training_curve(rows, run.path / "plots/training_curve.png",
+                               f"{run.config.name}: validation during meta-training"):
+            figures["Validation during meta-training"] = "plots/training_curve.png"
+    summary_path = run.path / "summary.json"
+    training = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    write_rl_report(run, training, results, figures, agents)
+    return results
+
+
+def published_key(config) -> tuple:
+    t = config.task
+    if t.family == "bandits":
+        return ("bandits", t.pulls, t.arms)
+    if t.family == "tabular-mdp":
+        return ("tabular-mdp", t.episodes)
+    return (t.family,)
+
+
+def rl_table(results: dict, markdown: bool = True) -> str:
+    """Total reward per trial (mean ± 95% CI) of every method, beside the paper's where known."""
+    published = results.get("published", {})
+    head = ["method", f"total reward per trial ({results['tasks']} tasks)", "paper", "note"]
+    rows = [[name, f"{m['mean']:.1f} ± {m['ci95']:.1f}",
+             f"{published[name]:g}" if name in published else "", m["note"]]
+            for name, m in results["methods"].items()]
+    if "oracle" in results:
+        rows.append(["oracle (knows the task)", f"{results['oracle']:.1f}", "", "the best possible"])
+    if markdown:
+        return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                         + ["| " + " | ".join(r) + " |" for r in rows])
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head] + rows)
+
+
+def plot_trial_curves(results: dict, path: Path) -> None:
+    """Cumulative regret against pulls (bandits: the oracle's expected reward per pull minus the
+    method's), or the mean return of each episode of the trial beside the oracle's (MDPs)."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    per_pull = results["episodes"] == 1
+    points = len(next(iter(results["methods"].values()))["curve"])
+    oracle = results.get("oracle")
+    for name, m in results["methods"].items():
+        curve = torch.tensor(m["curve"])
+        x = torch.arange(1, len(curve) + 1)
+        width = 2 if m["note"] == "meta-learned" else 1
+        if per_pull and oracle is not None:
+            ax.plot(x, torch.cumsum(oracle / points - curve, 0), label=name, lw=width)
+        else:
+            ax.plot(x, curve, label=name, marker="o", ms=3, lw=width)
+    if per_pull:
+        ax.set_xlabel("pull")
+        ax.set_ylabel("cumulative regret (lower is better)" if oracle is not None else "mean reward")
+    else:
+        if oracle is not None:
+            ax.axhline(oracle / results["episodes"], color="k", ls="--", lw=1, label="oracle")
+        ax.set_xlabel("episode of the trial")
+        ax.set_ylabel("mean return of the episode")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{results['family']}: learning within a trial ({results['tasks']} test tasks)", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_rl_report(run, training: dict | None, results: dict, figures: dict[str, str], agents: dict) -> Path:
+    config, tr = run.config, run.config.train
+    model = getattr(run.algorithm, "policy", None)
+    lines = [f"# {config.name}: {config.algorithm.name} on {config.task.family}", "", *run.family.describe(),
+             f"- Policy: {model.describe() if hasattr(model, 'describe') else type(model).__name__}.",
+             f"- Algorithm: {run.algorithm.describe()}; {tr.meta_batch_size} tasks per meta-update, "
+             f"{tr.optimizer} lr {tr.meta_lr}, seed {tr.seed}."]
+    if training:
+        lines.append(f"- Meta-training: {training['steps']} iterations in {training['seconds']:.1f} s "
+                     f"({training['iterations_per_second']:.2f} meta-iterations/s); best validation return "
+                     f"{-training['best_val_query_loss']:.2f}.")
+    for agent in agents.values():
+        if agent is not run.algorithm:
+            lines.append(f"- Compared on the same tasks: {agent.describe()}.")
+    lines += ["", f"## Total reward per trial (mean ± 95% CI over {results['tasks']} test tasks, evaluation "
+              f"seed {results['seed']})", "", rl_table(results), "", "## Figures", ""]
+    lines += [f"![{title}]({rel})\n" for title, rel in figures.items()]
+    path = Path(run.path) / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
