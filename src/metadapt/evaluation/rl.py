@@ -53,6 +53,8 @@ PUBLISHED: dict[tuple, dict[str, float]] = {
         50: (499.7, 904.4, 930.7, 918.9, 917.8, 823.3, 769.3, 936.1),
         75: (749.9, 1417.1, 1449.2, 1427.6, 1422.6, 1293.9, 1172.9, 1428.8),
         100: (999.4, 1939.5, 1973.9, 1942.1, 1935.1, 1778.2, 1578.5, 1913.7)}.items()},
+    #: MAML (Finn et al. 2017), 2D navigation: average return after 0, 1, 2, 3 policy-gradient steps
+    ("navigation-2d",): {"maml-rl": [-40.41, -11.68, -3.33, -3.23]},
 }
 
 
@@ -98,6 +100,8 @@ def strategies(env, tuning_env, episodes: int, seed: int) -> dict[str, tuple]:
 def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True) -> dict:
     """Total reward per trial of ``run``'s agent, each ``compare`` run's and every hand-designed
     strategy's on the same held-out tasks; writes ``eval/results.json``, figures and ``report.md``."""
+    if hasattr(run.algorithm, "adaptation_returns"):
+        return evaluate_adaptation(run, compare, tasks, progress)
     cfg = run.config.eval
     tasks = cfg.tasks if tasks is None else tasks
     family, device = run.family, run.device
@@ -146,6 +150,102 @@ def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True
     return results
 
 
+def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: bool = True) -> dict:
+    """For agents adapted by gradient steps (MAML for RL): the mean return after 0, 1, …, ``eval_steps``
+    steps on the same held-out tasks, for the run, each ``compare`` run (e.g. the pretrained policy)
+    and training from scratch with the same steps."""
+    cfg = run.config.eval
+    tasks = cfg.tasks if tasks is None else tasks
+    env = run.family.sample(tasks, torch.Generator().manual_seed(cfg.seed)).to(run.device)
+    steps = run.algorithm.eval_steps
+    agents = {run.config.algorithm.name: run.algorithm}
+    for other in compare:
+        pretrained = getattr(other.algorithm, "inner_steps", 1) == 0
+        name = "pretrained" if pretrained else other.config.algorithm.name
+        agents[name if name not in agents else f"{name}:{other.path.name}"] = other.algorithm
+    agents["scratch"] = run.algorithm.scratch(cfg.seed)
+    results = {"kind": "reinforcement", "family": run.config.task.family, "tasks": tasks, "seed": cfg.seed,
+               "episodes": 1, "horizon": env.horizon, "unit": "adaptation steps", "steps": steps,
+               "methods": {}}
+    paths = {}
+    for name in tqdm(list(agents), desc="evaluate", disable=not progress, unit="method"):
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        returns, trajs = agents[name].adaptation_returns(env, steps, g)
+        mean, ci = mean_ci(returns.cpu())
+        results["methods"][name] = {"mean": float(mean[-1]), "ci95": float(ci[-1]), "curve": mean.tolist(),
+                                    "curve_ci95": ci.tolist(),
+                                    "note": "meta-learned" if agents[name] is run.algorithm else ""}
+        paths[name] = [t.observations[:3, 0, 0].cpu() for t in trajs]           # [3 tasks, H, 2] per step
+    oracle = env.oracle_return()
+    if oracle is not None:
+        results["oracle"] = float(oracle.mean())
+    key = published_key(run.config)
+    if key in PUBLISHED:
+        results["published"] = PUBLISHED[key]
+    atomic_write_text(run.path / "eval" / "results.json", json.dumps(results, indent=1))
+    figures = {"Return after each adaptation step": "plots/adaptation_returns.png",
+               "Paths before and after adaptation": "plots/paths.png"}
+    plot_adaptation_returns(results, run.path / figures["Return after each adaptation step"])
+    goals = env.goals[:3].cpu() if hasattr(env, "goals") else None
+    plot_paths(paths, goals, run.path / figures["Paths before and after adaptation"])
+    metrics_path = run.path / "metrics.jsonl"
+    if metrics_path.is_file():
+        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+        if plot_training_curve(rows, run.path / "plots/training_curve.png",
+                               f"{run.config.name}: validation during meta-training"):
+            figures["Validation during meta-training"] = "plots/training_curve.png"
+    summary_path = run.path / "summary.json"
+    training = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    write_rl_report(run, training, results, figures, agents)
+    return results
+
+
+def plot_adaptation_returns(results: dict, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, m in results["methods"].items():
+        x = list(range(len(m["curve"])))
+        ax.errorbar(x, m["curve"], yerr=m["curve_ci95"], marker="o", ms=4, capsize=3, label=name,
+                    lw=2 if m["note"] == "meta-learned" else 1)
+    for name, values in results.get("published", {}).items():
+        ax.plot(range(len(values)), values, ls=":", marker="x", color="k", label=f"{name} (paper)")
+    if "oracle" in results:
+        ax.axhline(results["oracle"], color="k", ls="--", lw=1, label="oracle")
+    ax.set_xlabel("policy-gradient steps on the new task")
+    ax.set_ylabel("mean return")
+    ax.set_xticks(range(results["steps"] + 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{results['family']}: return after adaptation ({results['tasks']} test tasks)", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_paths(paths: dict, goals: torch.Tensor | None, path: Path) -> None:
+    """One panel per method: a trajectory of the first test task after each number of steps (MAML's
+    Figure 4), the goal as a star."""
+    fig, axes = plt.subplots(1, len(paths), figsize=(3.4 * len(paths), 3.4), squeeze=False)
+    for ax, (name, per_step) in zip(axes[0], paths.items()):
+        for k, positions in enumerate(per_step):
+            xy = torch.cat([torch.zeros(1, 2), positions[0]])
+            ax.plot(xy[:, 0], xy[:, 1], lw=1.5, label=f"{k} step{'s' if k != 1 else ''}")
+        if goals is not None:
+            ax.plot(goals[0, 0], goals[0, 1], marker="*", ms=14, color="k", ls="none", label="goal")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlim(-0.6, 0.6)
+        ax.set_ylim(-0.6, 0.6)
+        ax.set_aspect("equal")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("x")
+    axes[0][0].set_ylabel("y")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def published_key(config) -> tuple:
     t = config.task
     if t.family == "bandits":
@@ -156,14 +256,27 @@ def published_key(config) -> tuple:
 
 
 def rl_table(results: dict, markdown: bool = True) -> str:
-    """Total reward per trial (mean ± 95% CI) of every method, beside the paper's where known."""
+    """Total reward per trial (mean ± 95% CI) of every method, beside the paper's where known; for
+    gradient-adapted agents, the return after each number of adaptation steps."""
     published = results.get("published", {})
+    if "steps" in results:
+        head = ["method"] + [f"{k} step{'s' if k != 1 else ''}" for k in range(results["steps"] + 1)]
+        rows = [[name] + [f"{m:.2f} ± {c:.2f}" for m, c in zip(v["curve"], v["curve_ci95"])]
+                for name, v in results["methods"].items()]
+        rows += [[f"{name} (paper)"] + [f"{x:g}" for x in values] for name, values in published.items()]
+        if "oracle" in results:
+            rows.append(["oracle (knows the goal)"] + [f"{results['oracle']:.2f}"] * (results["steps"] + 1))
+        return _render(head, rows, markdown)
     head = ["method", f"total reward per trial ({results['tasks']} tasks)", "paper", "note"]
-    rows = [[name, f"{m['mean']:.1f} ± {m['ci95']:.1f}",
+    rows = [[name, f"{m['mean']:.2f} ± {m['ci95']:.2f}",
              f"{published[name]:g}" if name in published else "", m["note"]]
             for name, m in results["methods"].items()]
     if "oracle" in results:
-        rows.append(["oracle (knows the task)", f"{results['oracle']:.1f}", "", "the best possible"])
+        rows.append(["oracle (knows the task)", f"{results['oracle']:.2f}", "", "the best possible"])
+    return _render(head, rows, markdown)
+
+
+def _render(head: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
         return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
                          + ["| " + " | ".join(r) + " |" for r in rows])
@@ -217,7 +330,8 @@ def write_rl_report(run, training: dict | None, results: dict, figures: dict[str
     for agent in agents.values():
         if agent is not run.algorithm:
             lines.append(f"- Compared on the same tasks: {agent.describe()}.")
-    lines += ["", f"## Total reward per trial (mean ± 95% CI over {results['tasks']} test tasks, evaluation "
+    what = "Return after each adaptation step" if "steps" in results else "Total reward per trial"
+    lines += ["", f"## {what} (mean ± 95% CI over {results['tasks']} test tasks, evaluation "
               f"seed {results['seed']})", "", rl_table(results), "", "## Figures", ""]
     lines += [f"![{title}]({rel})\n" for title, rel in figures.items()]
     path = Path(run.path) / "report.md"

@@ -5,6 +5,7 @@ from metadapt.models.conv4 import Conv4
 from metadapt.models.given import GivenModel
 from metadapt.models.mlp import MLP
 from metadapt.models.point import Point
+from metadapt.models.gaussian_policy import GaussianPolicy
 from metadapt.models.recurrent import RecurrentPolicy
 
-__all__ = ["MLP", "Conv4", "GivenModel", "Point", "RecurrentPolicy"]
+__all__ = ["MLP", "Conv4", "GivenModel", "Point", "RecurrentPolicy", "GaussianPolicy"]

@@ -1,0 +1,45 @@
+"""The outer step of MAML for RL: collect the meta-batch's inner-step and post-adaptation
+trajectories, then one TRPO update of the meta-parameters through the adaptation
+(:func:`metadapt.training.trpo.trpo_update`). It keeps no state between updates (TRPO has no
+optimizer state); ``discard`` restores the parameters from before the update."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from metadapt.errors import UserError
+from metadapt.training.steps import OuterStep, StepResult
+from metadapt.training.trpo import _flat, trpo_update
+
+
+class TRPOStep(OuterStep):
+    def __init__(self, algorithm, context, tasks_per_step: int, device: torch.device):
+        if context.world_size > 1:
+            raise UserError(f"algorithm.name={algorithm.name} trains in one process for now; run it "
+                            "without torchrun")
+        self.algorithm, self.tasks_per_step, self.device = algorithm, tasks_per_step, device
+        self._before = None
+
+    def step(self, tasks, generator) -> StepResult:
+        a = self.algorithm
+        self._before = copy.deepcopy(a.state_dict())
+        env = tasks.sample(self.tasks_per_step, generator).to(self.device)
+        batch = a.experience(env, generator)
+        parameters = list(a.policy.parameters())
+        with torch.enable_grad():
+            gradient = _flat(torch.autograd.grad(a.surrogate(batch, with_sampling_term=True), parameters))
+        finite = bool(torch.isfinite(gradient).all())
+        stats = {}
+        if finite:
+            stats = trpo_update(parameters, lambda: a.surrogate(batch, graph=False), lambda: a.kl(batch),
+                                a.max_kl, a.cg_damping, a.cg_iterations, a.backtracks, a.backtrack_ratio,
+                                gradient)
+            finite = all(bool(torch.isfinite(p).all()) for p in parameters)
+        metrics = {**batch["metrics"], **stats}
+        metrics["query_loss"] = -metrics["return"]
+        return StepResult(metrics["query_loss"], metrics, finite)
+
+    def discard(self) -> None:
+        if self._before is not None:
+            self.algorithm.load_state_dict(self._before)

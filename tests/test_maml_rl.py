@@ -1,0 +1,146 @@
+"""MAML for RL: the meta-gradient estimator against the exact gradient of a problem small enough to
+enumerate, TRPO's step against a hand computation, the Gaussian policy against torch.distributions,
+the batched inner step against a loop over tasks, and training, resume and evaluation end to end."""
+import itertools
+import json
+
+import pytest
+import torch
+
+from metadapt.algorithms.rl.maml_rl import MAMLRL, reinforce_objective, sampling_term
+from metadapt.config import build_config
+from metadapt.envs import NavigationFamily
+from metadapt.envs.navigation import NavigationOptions
+from metadapt.models import GaussianPolicy
+from metadapt.training import load, train
+from metadapt.training.trpo import conjugate_gradient, trpo_update
+
+REWARDS = torch.tensor([0.2, 0.9], dtype=torch.float64)   # a two-armed bandit with known payoffs
+ALPHA, PULLS = 0.8, 3
+
+
+def exact_return(theta):
+    return (torch.softmax(theta, -1) * REWARDS).sum()
+
+
+def adapted(theta, actions, create_graph=True):
+    """θ' = θ + α ∇ (mean over pulls of log π(a) · r(a)), through the library's inner objective."""
+    if not theta.requires_grad:
+        theta = theta.clone().requires_grad_()
+    log_p = torch.log_softmax(theta, -1)[actions][None]
+    objective = reinforce_objective(log_p, REWARDS[actions][None], torch.ones(1, len(actions)))
+    return theta + ALPHA * torch.autograd.grad(objective.sum(), theta, create_graph=create_graph)[0]
+
+
+def meta_objective(theta):
+    """E_{τ ~ π_θ}[J(θ'(θ, τ))], enumerating every sequence of PULLS pulls."""
+    total = torch.zeros((), dtype=torch.float64)
+    for actions in itertools.product([0, 1], repeat=PULLS):
+        actions = torch.tensor(actions)
+        prob = torch.softmax(theta, -1)[actions].prod()
+        total = total + prob * exact_return(adapted(theta, actions, create_graph=False))
+    return total
+
+
+def expected_estimate(theta, with_sampling_term):
+    """The estimator's expectation: each sequence's estimate weighted by its probability."""
+    total = torch.zeros(2, dtype=torch.float64)
+    for actions in itertools.product([0, 1], repeat=PULLS):
+        actions = torch.tensor(actions)
+        theta_ = theta.clone().requires_grad_()
+        value = exact_return(adapted(theta_, actions))
+        objective = value
+        if with_sampling_term:
+            log_p = torch.log_softmax(theta_, -1)[actions].sum()[None]
+            objective = objective + sampling_term(log_p, value[None]).sum()
+        grad = torch.autograd.grad(objective, theta_)[0]
+        total += torch.softmax(theta, -1)[actions].prod().detach() * grad
+    return total
+
+
+def test_dice_meta_gradient_is_unbiased_and_the_papers_is_not():
+    theta = torch.tensor([0.3, -0.4], dtype=torch.float64)
+    eps = 1e-6
+    exact = torch.stack([(meta_objective(theta + eps * e) - meta_objective(theta - eps * e)) / (2 * eps)
+                         for e in torch.eye(2, dtype=torch.float64)])
+    dice = expected_estimate(theta, with_sampling_term=True)
+    maml = expected_estimate(theta, with_sampling_term=False)
+    assert torch.allclose(dice, exact, atol=1e-7)
+    assert (maml - exact).abs().max() > 1e-2    # dropping the sampling term biases the gradient
+
+
+def test_conjugate_gradient_and_the_trpo_step_by_hand():
+    a = torch.tensor([[3.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.5]], dtype=torch.float64)
+    b = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    assert torch.allclose(conjugate_gradient(lambda v: a @ v, b, 3), torch.linalg.solve(a, b), atol=1e-10)
+    # maximise gᵀθ subject to ½ θᵀAθ ≤ δ from θ = 0: the step is sqrt(2δ / gᵀA⁻¹g) A⁻¹g, on the boundary
+    theta = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    stats = trpo_update([theta], lambda: b @ theta, lambda: 0.5 * theta @ a @ theta, max_kl=0.01, damping=0.0,
+                        cg_iterations=3)
+    direction = torch.linalg.solve(a, b)
+    expected = torch.sqrt(2 * 0.01 / (b @ direction)) * direction
+    assert stats["accepted"] == 1.0 and stats["backtracks"] == 0.0
+    assert torch.allclose(theta.detach(), expected, atol=1e-8)
+    assert stats["kl"] == pytest.approx(0.01, rel=1e-6)
+
+
+def test_gaussian_policy_matches_torch_distributions_for_shared_and_per_task_parameters():
+    torch.manual_seed(0)
+    policy = GaussianPolicy(2, 2, [8, 8], init_std=0.5)
+    params = dict(policy.named_parameters())
+    obs, actions = torch.randn(3, 4, 5, 2), torch.randn(3, 4, 5, 2)
+    mu = policy.mean(params, obs, False)
+    reference = torch.distributions.Normal(mu, params["log_std"].exp()).log_prob(actions).sum(-1)
+    assert torch.allclose(policy.log_prob(params, obs, actions, False), reference, atol=1e-5)
+    per_task = {k: torch.stack([v + 0.1 * i for i in range(3)]) for k, v in params.items()}
+    batched = policy.log_prob(per_task, obs, actions, True)
+    for i in range(3):
+        one = {k: v[i] for k, v in per_task.items()}
+        assert torch.allclose(batched[i], policy.log_prob(one, obs[i], actions[i], False), atol=1e-5)
+        new = {k: v + 0.05 for k, v in one.items()}
+        kl = torch.distributions.kl_divergence(
+            torch.distributions.Normal(policy.mean(one, obs[i], False), one["log_std"].exp()),
+            torch.distributions.Normal(policy.mean(new, obs[i], False), new["log_std"].exp())).sum(-1)
+        assert torch.allclose(policy.kl(one, new, obs[i], False), kl, atol=1e-6)
+
+
+def test_batched_inner_step_equals_a_loop_over_tasks():
+    torch.manual_seed(0)
+    agent = MAMLRL(GaussianPolicy(2, 2, [16, 16]), trajectories=4)
+    env = NavigationFamily(NavigationOptions(horizon=12)).sample(3, torch.Generator().manual_seed(0))
+    traj = agent.sample(env, agent.params(), False, torch.Generator().manual_seed(1))
+    adv = agent.advantages(traj)
+    fast = agent.inner_step(agent.params(), False, traj, adv, create_graph=False)
+    for i in range(3):
+        params = {k: v.detach().clone().requires_grad_() for k, v in agent.params().items()}
+        obs, act, mask = traj.observations[i, :, 0], traj.actions[i, :, 0], traj.mask[i, :, 0]
+        objective = (agent.policy.log_prob(params, obs, act, False) * adv[i] * mask).sum() / mask.sum()
+        grads = torch.autograd.grad(objective, list(params.values()))
+        for (name, p), g in zip(params.items(), grads):
+            assert torch.allclose(fast[name][i], p + 0.1 * g, atol=1e-6)
+
+
+SMALL = ["task.family=navigation-2d", "task.horizon=15", "model.name=gaussian-policy",
+         "model.hidden=[16, 16]", "algorithm.name=maml-rl", "algorithm.trajectories=4",
+         "train.meta_batch_size=4", "train.val_tasks=4",
+         "train.val_every=2", "train.checkpoint_every=2", "train.log_every=1", "eval.tasks=6"]
+
+
+def test_maml_rl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
+    from metadapt.cli import main
+
+    train(build_config(None, SMALL + ["train.iterations=4"]), tmp_path / "straight", progress=False)
+    train(build_config(None, SMALL + ["train.iterations=2"]), tmp_path / "resumed", progress=False)
+    train(build_config(None, SMALL + ["train.iterations=4"]), tmp_path / "resumed", resume=True,
+          progress=False)
+    a = load(tmp_path / "straight", "last").algorithm.state_dict()
+    b = load(tmp_path / "resumed", "last").algorithm.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["accepted"] in (0.0, 1.0) for r in rows if r["split"] == "train")
+    assert main(["eval", str(tmp_path / "straight"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "maml-rl" in out and "scratch" in out
+    results = json.loads((tmp_path / "straight" / "eval" / "results.json").read_text())
+    assert len(results["methods"]["maml-rl"]["curve"]) == 4     # after 0, 1, 2, 3 steps
+    assert (tmp_path / "straight" / "plots" / "paths.png").is_file()
