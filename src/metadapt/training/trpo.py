@@ -44,9 +44,12 @@ def _flat(tensors) -> torch.Tensor:
 def trpo_update(parameters: list[torch.Tensor], surrogate: Callable[[], torch.Tensor],
                 kl: Callable[[], torch.Tensor], max_kl: float = 0.01, damping: float = 1e-5,
                 cg_iterations: int = 10, backtracks: int = 15, backtrack_ratio: float = 0.8,
-                gradient: torch.Tensor | None = None) -> dict[str, float]:
+                gradient: torch.Tensor | None = None,
+                metric: Callable[[], torch.Tensor] | None = None) -> dict[str, float]:
     """One TRPO update of ``parameters`` in place; returns what it did. ``gradient`` (flat) replaces
-    the surrogate's own gradient (an estimator with extra terms, e.g. MAML-RL's sampling term)."""
+    the surrogate's own gradient (an estimator with extra terms, e.g. MAML-RL's sampling term);
+    ``metric`` (default ``kl``) is the function whose Hessian the conjugate gradient uses (a cheaper
+    one on a subsample); the line search always checks ``kl``."""
     old = [p.detach().clone() for p in parameters]
     with torch.enable_grad():
         if gradient is None:
@@ -56,7 +59,7 @@ def trpo_update(parameters: list[torch.Tensor], surrogate: Callable[[], torch.Te
             g = gradient
             with torch.no_grad():
                 before = surrogate()
-        kl_grad = _flat(torch.autograd.grad(kl(), parameters, create_graph=True))
+        kl_grad = _flat(torch.autograd.grad((metric or kl)(), parameters, create_graph=True))
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         hv = torch.autograd.grad(kl_grad @ v, parameters, retain_graph=True)

@@ -32,9 +32,10 @@ class TRPOStep(OuterStep):
         finite = bool(torch.isfinite(gradient).all())
         stats = {}
         if finite:
-            stats = trpo_update(parameters, lambda: a.surrogate(batch, graph=False), lambda: a.kl(batch),
-                                a.max_kl, a.cg_damping, a.cg_iterations, a.backtracks, a.backtrack_ratio,
-                                gradient)
+            stats = trpo_update(parameters, lambda: a.surrogate(batch, graph=False),
+                                lambda: a.kl(batch, graph=False), a.max_kl, a.cg_damping, a.cg_iterations,
+                                a.backtracks, a.backtrack_ratio, gradient,
+                                metric=lambda: a.kl(batch, fraction=a.metric_fraction))
             finite = all(bool(torch.isfinite(p).all()) for p in parameters)
         metrics = {**batch["metrics"], **stats}
         metrics["query_loss"] = -metrics["return"]

@@ -81,6 +81,12 @@ class MAMLRLOptions:
     estimator: str = option("dice", choices=("dice", "maml"),
                             help="dice: unbiased meta-gradient with the sampling term; maml: the paper's")
     first_order: bool = option(False, help="drop second derivatives through the inner step")
+    metric_fraction: float = option(0.25, positive=True, high=1,
+                                    help="fraction of each task's post-adaptation trajectories in the "
+                                         "Hessian-vector products of TRPO's metric (rllab's subsampling)")
+    trust_region: str = option("adapted", choices=("adapted", "through"),
+                               help="TRPO's metric: the adapted policies' Fisher (the inner step's "
+                                    "Jacobian taken as identity; fast) or the KL's Hessian through it")
     eval_steps: int = option(3, low=0, help="adaptation steps measured by validation and eval")
 
 
@@ -94,7 +100,8 @@ class MAMLRL(Algorithm):
 
     def __init__(self, policy: GaussianPolicy, inner_lr=0.1, inner_steps=1, trajectories=20, gamma=0.99,
                  max_kl=0.01, cg_iterations=10, cg_damping=1e-5, backtracks=15, backtrack_ratio=0.8,
-                 estimator="dice", first_order=False, eval_steps=3):
+                 estimator="dice", first_order=False, metric_fraction=0.25, trust_region="adapted",
+                 eval_steps=3):
         super().__init__()
         self.policy = policy
         self.inner_lr, self.inner_steps, self.trajectories = inner_lr, inner_steps, trajectories
@@ -102,6 +109,7 @@ class MAMLRL(Algorithm):
         self.max_kl, self.cg_iterations, self.cg_damping = max_kl, cg_iterations, cg_damping
         self.backtracks, self.backtrack_ratio = backtracks, backtrack_ratio
         self.estimator, self.first_order, self.eval_steps = estimator, first_order, eval_steps
+        self.trust_region, self.metric_fraction = trust_region, metric_fraction
 
     @classmethod
     def from_config(cls, options, parts) -> MAMLRL:
@@ -209,9 +217,18 @@ class MAMLRL(Algorithm):
             value = value + sampling_term(log_p, batch["value"])
         return value.mean()
 
-    def kl(self, batch: dict) -> torch.Tensor:
-        params, per_task = self.adapted(batch)[-1]
+    def kl(self, batch: dict, graph: bool | None = None, fraction: float = 1.0) -> torch.Tensor:
+        """Mean KL from the adapted policies that sampled the post-adaptation trajectories to those the
+        current ``θ`` reaches, on the first ``fraction`` of each task's trajectories; its Hessian is
+        TRPO's metric (``graph``: through the inner steps, else with their Jacobian taken as
+        identity — the same value, a cheaper metric)."""
+        graph = self.trust_region == "through" if graph is None else graph
+        params, per_task = self.adapted(batch, graph)[-1]
         post = batch["post"]
+        if fraction < 1:
+            keep = max(1, round(fraction * post.rewards.shape[1]))
+            post = Trajectories(post.observations[:, :keep], post.actions[:, :keep], post.rewards[:, :keep],
+                                post.mask[:, :keep], post.dones[:, :keep])
         mask = post.mask[:, :, 0]
         kl = self.policy.kl(batch["old_params"], params, post.observations[:, :, 0], per_task)
         return (kl * mask).sum() / mask.sum().clamp(min=1)
