@@ -144,3 +144,19 @@ def test_maml_rl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
     results = json.loads((tmp_path / "straight" / "eval" / "results.json").read_text())
     assert len(results["methods"]["maml-rl"]["curve"]) == 4     # after 0, 1, 2, 3 steps
     assert (tmp_path / "straight" / "plots" / "paths.png").is_file()
+
+
+@pytest.mark.parametrize("variant", [["algorithm.outer=ppo"], ["algorithm.first_order=true"],
+                                     ["algorithm.inner_steps=0"], ["algorithm.estimator=maml"]])
+def test_outer_variants_train_and_resume(tmp_path, variant):
+    cfg = SMALL + variant
+    train(build_config(None, cfg + ["train.iterations=4"]), tmp_path / "straight", progress=False)
+    train(build_config(None, cfg + ["train.iterations=2"]), tmp_path / "resumed", progress=False)
+    train(build_config(None, cfg + ["train.iterations=4"]), tmp_path / "resumed", resume=True, progress=False)
+    straight = load(tmp_path / "straight", "last")
+    a, b = straight.algorithm.state_dict(), load(tmp_path / "resumed", "last").algorithm.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    fresh = build_config(None, cfg + ["train.iterations=4"])
+    from metadapt.build import build_algorithm
+    untrained = build_algorithm(fresh).state_dict()
+    assert any(not torch.equal(a[k], untrained[k]) for k in a)     # training moved the policy

@@ -107,3 +107,47 @@ class PPOStep(OuterStep):
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+class ClippedMetaStep(OuterStep):
+    """MAML for RL's PPO-style outer step (``algorithm.outer: ppo``): ``epochs`` Adam steps on the
+    clipped surrogate of the post-adaptation return, each re-running the adaptation from the current
+    meta-parameters (and adding the algorithm's meta-gradient terms, ``with_sampling_term``)."""
+
+    def __init__(self, algorithm, optimizer: torch.optim.Optimizer, context, tasks_per_step: int,
+                 device: torch.device, epochs: int, clip: float):
+        if context.world_size > 1:
+            raise UserError(f"algorithm.name={algorithm.name} trains in one process for now; run it "
+                            "without torchrun")
+        self.algorithm, self.optimizer, self.device = algorithm, optimizer, device
+        self.tasks_per_step, self.epochs, self.clip = tasks_per_step, epochs, clip
+        self._before = None
+
+    def step(self, tasks, generator) -> StepResult:
+        a = self.algorithm
+        self._before = tuple(copy.deepcopy(x.state_dict()) for x in (a, self.optimizer))
+        env = tasks.sample(self.tasks_per_step, generator).to(self.device)
+        batch = a.experience(env, generator)
+        finite = True
+        for _ in range(self.epochs):
+            objective = a.surrogate(batch, with_sampling_term=True, clip=self.clip)
+            if not torch.isfinite(objective):
+                finite = False
+                break
+            self.optimizer.zero_grad(set_to_none=True)
+            (-objective).backward()
+            self.optimizer.step()
+        metrics = dict(batch["metrics"])
+        metrics["query_loss"] = -metrics["return"]
+        return StepResult(metrics["query_loss"], metrics, finite)
+
+    def discard(self) -> None:
+        if self._before is not None:
+            self.algorithm.load_state_dict(self._before[0])
+            self.optimizer.load_state_dict(self._before[1])
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

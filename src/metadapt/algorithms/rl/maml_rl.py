@@ -87,6 +87,11 @@ class MAMLRLOptions:
     trust_region: str = option("adapted", choices=("adapted", "through"),
                                help="TRPO's metric: the adapted policies' Fisher (the inner step's "
                                     "Jacobian taken as identity; fast) or the KL's Hessian through it")
+    outer: str = option("trpo", choices=("trpo", "ppo"),
+                        help="outer step: TRPO (the paper's) or PPO-style clipped epochs of Adam "
+                             "(train.meta_lr)")
+    ppo_epochs: int = option(5, positive=True, help="outer: ppo — Adam steps on each meta-batch")
+    ppo_clip: float = option(0.2, positive=True, help="outer: ppo — clip range of the adapted policy's ratio")
     eval_steps: int = option(3, low=0, help="adaptation steps measured by validation and eval")
 
 
@@ -101,7 +106,7 @@ class MAMLRL(Algorithm):
     def __init__(self, policy: GaussianPolicy, inner_lr=0.1, inner_steps=1, trajectories=20, gamma=0.99,
                  max_kl=0.01, cg_iterations=10, cg_damping=1e-5, backtracks=15, backtrack_ratio=0.8,
                  estimator="dice", first_order=False, metric_fraction=0.25, trust_region="adapted",
-                 eval_steps=3):
+                 outer="trpo", ppo_epochs=5, ppo_clip=0.2, eval_steps=3):
         super().__init__()
         self.policy = policy
         self.inner_lr, self.inner_steps, self.trajectories = inner_lr, inner_steps, trajectories
@@ -110,6 +115,7 @@ class MAMLRL(Algorithm):
         self.backtracks, self.backtrack_ratio = backtracks, backtrack_ratio
         self.estimator, self.first_order, self.eval_steps = estimator, first_order, eval_steps
         self.trust_region, self.metric_fraction = trust_region, metric_fraction
+        self.outer, self.ppo_epochs, self.ppo_clip = outer, ppo_epochs, ppo_clip
 
     @classmethod
     def from_config(cls, options, parts) -> MAMLRL:
@@ -201,15 +207,19 @@ class MAMLRL(Algorithm):
             path.append((self.inner_step(params, per_task, traj, adv, create_graph=create), True))
         return path
 
-    def surrogate(self, batch: dict, with_sampling_term: bool = False, graph: bool = True) -> torch.Tensor:
+    def surrogate(self, batch: dict, with_sampling_term: bool = False, graph: bool = True,
+                  clip: float | None = None) -> torch.Tensor:
         """TRPO's surrogate of the post-adaptation return, in return units: per task the mean over
         trajectories of ``Σ_t ρ_t Â_t`` (``ρ``: the adapted policy's probability ratio to the one that
-        sampled), averaged over tasks; plus, for the gradient, the ``dice`` estimator's sampling term."""
+        sampled; with ``clip``, PPO's ``min(ρÂ, clip(ρ, 1 ± ε)Â)``), averaged over tasks; plus, for
+        the gradient, the ``dice`` estimator's sampling term."""
         path = self.adapted(batch, graph)
         params, per_task = path[-1]
         post, mask = batch["post"], batch["post"].mask[:, :, 0]
         ratio = torch.exp(self.log_probs(params, post, per_task) - batch["old_log_probs"])
-        value = (ratio * batch["post_advantages"] * mask).sum(-1).mean(-1)
+        adv = batch["post_advantages"]
+        gain = ratio * adv if clip is None else torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+        value = (gain * mask).sum(-1).mean(-1)
         if with_sampling_term and self.estimator == "dice" and batch["steps"]:
             # each inner step's trajectories were drawn from the parameters before that step
             log_p = sum((self.log_probs(p, traj, t) * traj.mask[:, :, 0]).sum((1, 2))
@@ -234,6 +244,12 @@ class MAMLRL(Algorithm):
         return (kl * mask).sum() / mask.sum().clamp(min=1)
 
     def outer_step(self, config, context, device):
+        if self.outer == "ppo":
+            from metadapt.training.ppo import ClippedMetaStep
+            from metadapt.training.steps import build_optimizer
+
+            return ClippedMetaStep(self, build_optimizer(config, self), context, config.train.meta_batch_size,
+                                   device, self.ppo_epochs, self.ppo_clip)
         from metadapt.training.trpo_step import TRPOStep
 
         return TRPOStep(self, context, config.train.meta_batch_size, device)
