@@ -122,3 +122,43 @@ def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path,
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Total reward per trial" in report and "plots/trial_curves.png" in report
     assert (tmp_path / "run" / "plots" / "trial_curves.png").is_file()
+
+
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pathlib import Path
+
+    from metadapt.config import config_from_file
+
+    recipe = str(Path(__file__).parent.parent / "configs/rl/rl2-bandits-n10-k5.yaml")
+    settings = SMALL + ["train.iterations=40", "train.threads=1"]
+    train(config_from_file(recipe, settings), tmp_path / "reference", progress=False)
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "metadapt", "train", recipe, *settings, "--run-dir", str(run_dir),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+
+    def logged():
+        try:
+            lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+            return max((json.loads(x)["step"] for x in lines if x.strip()), default=0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    while logged() < 15 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert logged() < 40, "the run finished before it could be killed"
+    done = subprocess.run([sys.executable, "-m", "metadapt", "train", "--resume", "--run-dir", str(run_dir),
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    a = torch.load(tmp_path / "reference/checkpoints/last.pt", weights_only=True)
+    b = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 40 and all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
