@@ -324,9 +324,12 @@ def write_rl_report(run, training: dict | None, results: dict, figures: dict[str
              f"- Algorithm: {run.algorithm.describe()}; {tr.meta_batch_size} tasks per meta-update, "
              f"{tr.optimizer} lr {tr.meta_lr}, seed {tr.seed}."]
     if training:
+        steps = [r["env_steps"] for r in run.metrics() if r.get("split") == "train" and "env_steps" in r]
+        rate = (f", {sum(steps) / len(steps) * training['iterations_per_second']:,.0f} environment steps/s"
+                if steps else "")
         lines.append(f"- Meta-training: {training['steps']} iterations in {training['seconds']:.1f} s "
-                     f"({training['iterations_per_second']:.2f} meta-iterations/s); best validation return "
-                     f"{-training['best_val_query_loss']:.2f}.")
+                     f"({training['iterations_per_second']:.2f} meta-iterations/s{rate}); best validation "
+                     f"return {-training['best_val_query_loss']:.2f}.")
     for agent in agents.values():
         if agent is not run.algorithm:
             lines.append(f"- Compared on the same tasks: {agent.describe()}.")
