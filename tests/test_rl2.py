@@ -106,6 +106,12 @@ def test_recipes_that_mix_families_are_refused():
         build_config(None, ["algorithm.name=rl2"])
     with pytest.raises(UserError, match="meta-reinforcement-learning algorithm"):
         build_config(None, ["task.family=bandits", "algorithm.name=maml"])
+    with pytest.raises(UserError, match="needs model.name=gaussian-policy"):
+        build_config(None, ["task.family=navigation-2d", "algorithm.name=maml-rl"])
+    with pytest.raises(UserError, match="continuous actions"):
+        from metadapt.build import build_algorithm
+        build_algorithm(build_config(None, ["task.family=bandits", "algorithm.name=maml-rl",
+                                            "model.name=gaussian-policy"]))
 
 
 def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path, capsys):

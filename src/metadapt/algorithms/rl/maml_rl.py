@@ -132,6 +132,11 @@ class MAMLRL(Algorithm):
         if not getattr(config.task.entry.target, "reinforcement", False):
             raise UserError(f"algorithm.name={config.algorithm.name} learns from environments; use it with "
                             "an environment family such as task.family=navigation-2d")
+        from metadapt.registry import is_import_path
+
+        if config.model.name != "gaussian-policy" and not is_import_path(config.model.name):
+            raise UserError(f"algorithm.name={config.algorithm.name} needs model.name=gaussian-policy "
+                            f"(or your own policy as pkg.module:Class), not {config.model.name}")
 
     # ----- sampling and the inner step ---------------------------------------------------------------
     def params(self) -> Params:

@@ -74,6 +74,11 @@ class RL2(Algorithm):
         if not getattr(config.task.entry.target, "reinforcement", False):
             raise UserError(f"algorithm.name={config.algorithm.name} learns from environments; use it with "
                             "an environment family such as task.family=bandits")
+        from metadapt.registry import is_import_path
+
+        if config.model.name != "recurrent-policy" and not is_import_path(config.model.name):
+            raise UserError(f"algorithm.name={config.algorithm.name} needs model.name=recurrent-policy "
+                            f"(or your own recurrent policy as pkg.module:Class), not {config.model.name}")
 
     # ----- acting -----------------------------------------------------------------------------------
     def actor(self, generator: torch.Generator, greedy: bool = False):
