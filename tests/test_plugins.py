@@ -121,6 +121,41 @@ def huber(prediction, target):
     return nn.functional.huber_loss(prediction, target, delta=0.5)
 
 
+# ----- an environment family: which of two doors pays ------------------------------------------------
+from typing import ClassVar  # noqa: E402
+
+from metadapt.envs import EnvBatch, EnvFamily  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Doors(EnvBatch):
+    """Two actions; door ``good`` pays 1 with probability 0.9, the other with 0.1."""
+
+    noise_size: ClassVar[int] = 1
+    actions: ClassVar[int] = 2
+    good: torch.Tensor = None
+
+    def reset(self, copies, generator):
+        return {}, torch.zeros(self.num_tasks, copies, 1)
+
+    def step(self, state, action, noise):
+        p = torch.where(action == self.good[:, None], 0.9, 0.1)
+        reward = (noise[..., 0] < p).float()
+        return state, torch.zeros(*action.shape, 1), reward, torch.zeros_like(action, dtype=torch.bool)
+
+
+@dataclass
+class DoorOptions:
+    pulls: int = option(6, positive=True, help="doors opened per trial")
+
+
+class DoorFamily(EnvFamily):
+    Options = DoorOptions
+
+    def sample(self, num_tasks, generator):
+        return Doors(horizon=self.options.pulls, good=torch.randint(2, (num_tasks,), generator=generator))
+
+
 # ----- the tests --------------------------------------------------------------------------------------
 def recipe(tmp_path: Path, name: str, **sections) -> str:
     path = tmp_path / f"{name}.yaml"
@@ -173,6 +208,20 @@ def test_a_new_algorithm_trains_evaluates_and_reports_through_the_cli(tmp_path, 
     val = [r["query_loss"] for r in rows if r["split"] == "val"]
     assert val[-1] < val[0]
     assert "test_plugins:KernelRegression" in (run / "report.md").read_text()
+
+
+def test_a_new_environment_family_trains_and_evaluates_with_rl2(tmp_path, capsys):
+    run = tmp_path / "doors"
+    path = recipe(tmp_path, "doors", task={"family": "test_plugins:DoorFamily", "pulls": 6},
+                  model={"name": "recurrent-policy", "hidden": 16}, algorithm={"name": "rl2"})
+    assert main(["train", path, "train.meta_batch_size=32", "train.iterations=40", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    assert main(["eval", str(run), "--tasks", "200", "--no-progress"]) == 0
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert list(results["methods"]) == ["rl2"]
+    # random play earns 0.5 per door; the learned agent finds the good door and keeps opening it
+    assert results["methods"]["rl2"]["mean"] > 6 * 0.5 + 0.5
+    assert "test_plugins:DoorFamily" in (run / "config.yaml").read_text()
 
 
 def test_a_model_and_a_loss_by_import_path(tmp_path, capsys):
