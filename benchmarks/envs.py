@@ -29,7 +29,7 @@ def batched_rate(family, envs: int, steps: int) -> float:
     def actions():
         if tasks.discrete:
             return torch.randint(tasks.actions, (envs, 1), generator=g)
-        return 0.2 * torch.rand(envs, 1, tasks.action_dim, generator=g) - 0.1
+        return 2 * torch.rand(envs, 1, tasks.action_dim, generator=g) - 1
 
     for _ in range(5):
         state, *_ = tasks.step(state, actions(), tasks.noise(1, g))
@@ -50,7 +50,7 @@ def vector_rate(env_id: str, options: dict, envs: int, steps: int) -> float:
     if hasattr(vec.single_action_space, "n"):
         sample = lambda: rng.integers(0, vec.single_action_space.n, envs)  # noqa: E731
     else:
-        sample = lambda: rng.uniform(-0.1, 0.1, (envs, 2)).astype(np.float32)  # noqa: E731
+        sample = lambda: rng.uniform(-1, 1, (envs, 2)).astype(np.float32)  # noqa: E731
     for _ in range(5):
         vec.step(sample())
     start = time.perf_counter()

@@ -21,7 +21,7 @@ FAMILIES = [(BanditFamily, BanditOptions(arms=5, pulls=10), metagym.BanditEnv),
 def random_actions(env, copies, generator):
     if env.discrete:
         return torch.randint(env.actions, (env.num_tasks, copies), generator=generator)
-    return 0.2 * torch.rand(env.num_tasks, copies, env.action_dim, generator=generator) - 0.1
+    return 3 * torch.rand(env.num_tasks, copies, env.action_dim, generator=generator) - 1.5
 
 
 @pytest.mark.parametrize("family_cls,options,single_cls", FAMILIES)
@@ -108,8 +108,8 @@ def test_navigation_rewards_termination_and_oracle_by_hand():
     env = Navigation(horizon=100, goals=torch.tensor([[0.25, 0.0], [-0.05, 0.3]]))
     state, obs = env.reset(1, None)
     assert torch.equal(obs, torch.zeros(2, 1, 2))
-    state, obs, reward, done = env.step(state, torch.tensor([[[0.5, 0.0]], [[0.0, 0.0]]]), None)
-    assert torch.allclose(obs[0, 0], torch.tensor([0.1, 0.0]))            # clipped to 0.1
+    state, obs, reward, done = env.step(state, torch.tensor([[[5.0, 0.0]], [[0.0, 0.0]]]), None)
+    assert torch.allclose(obs[0, 0], torch.tensor([0.1, 0.0]))            # a clipped to 1: speed 0.1
     assert reward[0, 0].item() == pytest.approx(-0.15)
     assert reward[1, 0].item() == pytest.approx(-math.hypot(0.05, 0.3))
     assert not done.any()

@@ -63,7 +63,7 @@ def test_rollout_carries_the_policy_state_across_episodes_and_masks_after_termin
     def act(obs, last, carry):
         seen.append(None if last is None else last.done.clone())
         carry = (carry or 0) + 1
-        return torch.full(obs.shape, 0.1), {"count": torch.full(obs.shape[:2], float(carry))}, carry
+        return torch.full(obs.shape, 1.0), {"count": torch.full(obs.shape[:2], float(carry))}, carry
 
     traj, carry = rollout(env, act, copies=3, episodes=2, generator=g)
     assert carry == 10                                          # never reset between the two episodes
@@ -77,7 +77,7 @@ def test_rollout_carries_the_policy_state_across_episodes_and_masks_after_termin
 
 def test_rollout_masks_the_steps_after_the_goal():
     env = Navigation(horizon=6, goals=torch.tensor([[0.2, 0.0]]))
-    act = lambda obs, last, carry: (torch.tensor([[[0.1, 0.0]]]), {}, carry)  # noqa: E731
+    act = lambda obs, last, carry: (torch.tensor([[[1.0, 0.0]]]), {}, carry)  # noqa: E731
     traj, _ = rollout(env, act, 1, 1, torch.Generator())
     assert traj.mask[0, 0, 0].tolist() == [1, 1, 0, 0, 0, 0]
     assert traj.rewards[0, 0, 0].tolist() == pytest.approx([-0.1, 0, 0, 0, 0, 0])

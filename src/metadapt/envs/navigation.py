@@ -1,10 +1,12 @@
 """2D navigation (Finn, Abbeel & Levine, "Model-agnostic meta-learning", ICML 2017, §5.3).
 
 A point starts at the origin and must reach a goal ``g ~ U[-0.5, 0.5]²`` it does not observe: the
-observation is its position, an action is a velocity clipped to ``[-0.1, 0.1]²``, and the reward is
-the negative distance to the goal after the move, ``-‖x_{t+1} - g‖``. As the paper's released code
-runs it, an episode ends when the point is within 0.01 of the goal in both coordinates, or after 100
-steps. The paper's text describes the negative *squared* distance: the preset ``reward: squared``.
+observation is its position, the velocity is ``0.1 · clip(a, -1, 1)`` per coordinate for an action
+``a`` (actions are normalised to ``[-1, 1]``, as rllab's ``normalize`` wrapper feeds them to the
+released code's environment, whose velocities are clipped to ``[-0.1, 0.1]``), and the reward is the
+negative distance to the goal after the move, ``-‖x_{t+1} - g‖``. As the released code runs it, an
+episode ends when the point is within 0.01 of the goal in both coordinates, or after 100 steps. The
+paper's text describes the negative *squared* distance: the preset ``reward: squared``.
 The policy that knows the goal moves straight to it at full speed (an oracle computed by rolling that
 policy out, :meth:`Navigation.oracle_return`).
 """
@@ -26,8 +28,9 @@ class Navigation(EnvBatch):
 
     observation_shape: ClassVar[tuple[int, ...]] = (2,)
     action_dim: ClassVar[int] = 2
-    action_bound: ClassVar[float] = 0.1
+    action_bound: ClassVar[float] = 1.0
     noise_size: ClassVar[int] = 0
+    max_speed: ClassVar[float] = 0.1
 
     goals: torch.Tensor = None
     squared: bool = False
@@ -35,7 +38,7 @@ class Navigation(EnvBatch):
 
     @property
     def observation_bounds(self):
-        reach = self.action_bound * self.horizon  # the farthest the point can go
+        reach = self.max_speed * self.horizon  # the farthest the point can go
         return -reach, reach
 
     def reset(self, copies, generator):
@@ -43,7 +46,7 @@ class Navigation(EnvBatch):
         return {"x": x}, x
 
     def step(self, state: State, action, noise):
-        x = state["x"] + action.clamp(-self.action_bound, self.action_bound)
+        x = state["x"] + self.max_speed * action.clamp(-self.action_bound, self.action_bound)
         offset = x - self.goals[:, None, :]
         squared = (offset ** 2).sum(-1)
         reward = -squared if self.squared else -squared.sqrt()
@@ -57,7 +60,8 @@ class Navigation(EnvBatch):
         total = torch.zeros(self.num_tasks, 1, dtype=self.goals.dtype, device=self.device)
         alive = torch.ones_like(total, dtype=torch.bool)
         for _ in range(self.horizon):
-            state, _, reward, done = self.step(state, self.goals[:, None, :] - state["x"], None)
+            toward = (self.goals[:, None, :] - state["x"]) / self.max_speed
+            state, _, reward, done = self.step(state, toward, None)
             total += reward * alive
             alive &= ~done
         return total[:, 0]
@@ -86,6 +90,6 @@ class NavigationFamily(EnvFamily):
     def describe(self):
         o = self.options
         what = "negative squared distance" if o.reward == "squared" else "negative distance"
-        return [f"- Tasks: 2D navigation, goals ~ U[{o.goal_low}, {o.goal_high}]², velocity actions clipped "
-                f"to ±0.1, reward the {what} to the goal, episodes of at most {o.horizon} steps "
-                "(Finn et al. 2017, §5.3)."]
+        return [f"- Tasks: 2D navigation, goals ~ U[{o.goal_low}, {o.goal_high}]², actions in [-1, 1] moving "
+                f"the point by up to 0.1 per coordinate, reward the {what} to the goal, episodes of at most "
+                f"{o.horizon} steps (Finn et al. 2017, §5.3)."]

@@ -93,6 +93,11 @@ class MAMLRLOptions:
     ppo_epochs: int = option(5, positive=True, help="outer: ppo — Adam steps on each meta-batch")
     ppo_clip: float = option(0.2, positive=True, help="outer: ppo — clip range of the adapted policy's ratio")
     eval_steps: int = option(3, low=0, help="adaptation steps measured by validation and eval")
+    eval_lrs: list[float] = option([], positive=True,
+                                   help="step size of each evaluation step (empty: inner_lr; the released "
+                                        "code: 0.5 then 0.25)")
+    eval_trajectories: int = option(0, low=0, help="trajectories per evaluation step (0: trajectories; "
+                                                   "the released code: 40)")
 
 
 @register("algorithm", "maml-rl")
@@ -106,7 +111,7 @@ class MAMLRL(Algorithm):
     def __init__(self, policy: GaussianPolicy, inner_lr=0.1, inner_steps=1, trajectories=20, gamma=0.99,
                  max_kl=0.01, cg_iterations=10, cg_damping=1e-5, backtracks=15, backtrack_ratio=0.8,
                  estimator="dice", first_order=False, metric_fraction=0.25, trust_region="adapted",
-                 outer="trpo", ppo_epochs=5, ppo_clip=0.2, eval_steps=3):
+                 outer="trpo", ppo_epochs=5, ppo_clip=0.2, eval_steps=3, eval_lrs=(), eval_trajectories=0):
         super().__init__()
         self.policy = policy
         self.inner_lr, self.inner_steps, self.trajectories = inner_lr, inner_steps, trajectories
@@ -116,6 +121,7 @@ class MAMLRL(Algorithm):
         self.estimator, self.first_order, self.eval_steps = estimator, first_order, eval_steps
         self.trust_region, self.metric_fraction = trust_region, metric_fraction
         self.outer, self.ppo_epochs, self.ppo_clip = outer, ppo_epochs, ppo_clip
+        self.eval_lrs, self.eval_trajectories = list(eval_lrs), eval_trajectories
 
     @classmethod
     def from_config(cls, options, parts) -> MAMLRL:
@@ -167,7 +173,7 @@ class MAMLRL(Algorithm):
         return self.policy.log_prob(params, traj.observations[:, :, 0], traj.actions[:, :, 0], per_task)
 
     def inner_step(self, params: Params, per_task: bool, traj: Trajectories, advantages: torch.Tensor,
-                   create_graph: bool) -> Params:
+                   create_graph: bool, lr: float | None = None) -> Params:
         """One policy-gradient step per task: ``θ'_i = θ + α ∇ L_i`` (``[T, …]`` fast parameters)."""
         t = traj.rewards.shape[0]
         with torch.enable_grad():
@@ -177,7 +183,8 @@ class MAMLRL(Algorithm):
             log_probs = self.log_probs(params, traj, True)
             objective = reinforce_objective(log_probs, advantages, traj.mask[:, :, 0])
             grads = torch.autograd.grad(objective.sum(), list(params.values()), create_graph=create_graph)
-        return {k: v + self.inner_lr * g for (k, v), g in zip(params.items(), grads)}
+        lr = self.inner_lr if lr is None else lr
+        return {k: v + lr * g for (k, v), g in zip(params.items(), grads)}
 
     # ----- meta-training --------------------------------------------------------------------------------
     def experience(self, env, generator: torch.Generator) -> dict:
@@ -263,17 +270,20 @@ class MAMLRL(Algorithm):
     @torch.no_grad()
     def adaptation_returns(self, env, steps: int, generator: torch.Generator,
                            policy_params: Params | None = None) -> tuple[torch.Tensor, list[Trajectories]]:
-        """``[T, steps + 1]`` mean return of ``trajectories`` episodes per task after 0 … ``steps``
-        policy-gradient steps (each step's trajectories are the data of the next), and the
-        trajectories of each step."""
+        """``[T, steps + 1]`` mean return of ``eval_trajectories`` episodes per task after 0 … ``steps``
+        policy-gradient steps of sizes ``eval_lrs`` (each step's trajectories are the data of the next,
+        as the released code's test runs), and the trajectories of each step."""
         params, per_task = (policy_params or self.params()), False
+        copies = self.eval_trajectories or self.trajectories
         returns, trajs = [], []
         for k in range(steps + 1):
-            traj = self.sample(env, params, per_task, generator)
+            traj = self.sample(env, params, per_task, generator, copies)
             returns.append(traj.episode_returns.mean((1, 2)))
             trajs.append(traj)
             if k < steps:
-                stepped = self.inner_step(params, per_task, traj, self.advantages(traj), create_graph=False)
+                lr = self.eval_lrs[min(k, len(self.eval_lrs) - 1)] if self.eval_lrs else self.inner_lr
+                stepped = self.inner_step(params, per_task, traj, self.advantages(traj), create_graph=False,
+                                          lr=lr)
                 params = {n: v.detach() for n, v in stepped.items()}
                 per_task = True
         return torch.stack(returns, 1), trajs
