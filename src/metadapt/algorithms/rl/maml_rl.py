@@ -92,6 +92,9 @@ class MAMLRLOptions:
                              "(train.meta_lr)")
     ppo_epochs: int = option(5, positive=True, help="outer: ppo — Adam steps on each meta-batch")
     ppo_clip: float = option(0.2, positive=True, help="outer: ppo — clip range of the adapted policy's ratio")
+    outer_advantages: str = option("returns", choices=("returns", "normalized"),
+                                   help="outer surrogate's advantages: in return units (consistent with "
+                                        "the dice term) or normalised per task (rllab's center_adv)")
     eval_steps: int = option(3, low=0, help="adaptation steps measured by validation and eval")
     eval_lrs: list[float] = option([], positive=True,
                                    help="step size of each evaluation step (empty: inner_lr; the released "
@@ -111,7 +114,8 @@ class MAMLRL(Algorithm):
     def __init__(self, policy: GaussianPolicy, inner_lr=0.1, inner_steps=1, trajectories=20, gamma=0.99,
                  max_kl=0.01, cg_iterations=10, cg_damping=1e-5, backtracks=15, backtrack_ratio=0.8,
                  estimator="dice", first_order=False, metric_fraction=0.25, trust_region="adapted",
-                 outer="trpo", ppo_epochs=5, ppo_clip=0.2, eval_steps=3, eval_lrs=(), eval_trajectories=0):
+                 outer="trpo", ppo_epochs=5, ppo_clip=0.2, outer_advantages="returns", eval_steps=3,
+                 eval_lrs=(), eval_trajectories=0):
         super().__init__()
         self.policy = policy
         self.inner_lr, self.inner_steps, self.trajectories = inner_lr, inner_steps, trajectories
@@ -122,6 +126,7 @@ class MAMLRL(Algorithm):
         self.trust_region, self.metric_fraction = trust_region, metric_fraction
         self.outer, self.ppo_epochs, self.ppo_clip = outer, ppo_epochs, ppo_clip
         self.eval_lrs, self.eval_trajectories = list(eval_lrs), eval_trajectories
+        self.outer_advantages = outer_advantages
 
     @classmethod
     def from_config(cls, options, parts) -> MAMLRL:
@@ -199,7 +204,8 @@ class MAMLRL(Algorithm):
         old = {k: v.detach().clone() for k, v in params.items()}
         old_log_probs = self.log_probs(old, post, per_task).detach()
         first_return = (steps[0][0] if steps else post).episode_returns.mean((1, 2))
-        return {"steps": steps, "post": post, "post_advantages": self.advantages(post, normalized=False),
+        normalized = self.outer_advantages == "normalized"
+        return {"steps": steps, "post": post, "post_advantages": self.advantages(post, normalized=normalized),
                 "old_params": old,
                 "old_log_probs": old_log_probs, "per_task": per_task,
                 "value": discounted_returns(post.rewards[:, :, 0], self.gamma, post.mask[:, :, 0])[..., 0]
