@@ -135,9 +135,14 @@ def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True
     key = published_key(run.config)
     if key in PUBLISHED:
         results["published"] = PUBLISHED[key]
-    atomic_write_text(run.path / "eval" / "results.json", json.dumps(results, indent=1))
     figures = {"Learning within a trial": "plots/trial_curves.png"}
     plot_trial_curves(results, run.path / figures["Learning within a trial"])
+    return _write_outputs(run, results, figures, agents)
+
+
+def _write_outputs(run, results: dict, figures: dict[str, str], agents: dict) -> dict:
+    """``eval/results.json``, the training-curve figure and ``report.md`` of an evaluated run."""
+    atomic_write_text(run.path / "eval" / "results.json", json.dumps(results, indent=1))
     metrics_path = run.path / "metrics.jsonl"
     if metrics_path.is_file():
         rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
@@ -182,22 +187,12 @@ def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: boo
     key = published_key(run.config)
     if key in PUBLISHED:
         results["published"] = PUBLISHED[key]
-    atomic_write_text(run.path / "eval" / "results.json", json.dumps(results, indent=1))
     figures = {"Return after each adaptation step": "plots/adaptation_returns.png",
                "Paths before and after adaptation": "plots/paths.png"}
     plot_adaptation_returns(results, run.path / figures["Return after each adaptation step"])
     goals = env.goals[:3].cpu() if hasattr(env, "goals") else None
     plot_paths(paths, goals, run.path / figures["Paths before and after adaptation"])
-    metrics_path = run.path / "metrics.jsonl"
-    if metrics_path.is_file():
-        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-        if plot_training_curve(rows, run.path / "plots/training_curve.png",
-                               f"{run.config.name}: validation during meta-training"):
-            figures["Validation during meta-training"] = "plots/training_curve.png"
-    summary_path = run.path / "summary.json"
-    training = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    write_rl_report(run, training, results, figures, agents)
-    return results
+    return _write_outputs(run, results, figures, agents)
 
 
 def plot_adaptation_returns(results: dict, path: Path) -> None:

@@ -44,7 +44,31 @@ def ppo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: t
     return loss, stats
 
 
-class PPOStep(OuterStep):
+class OptimizerStep(OuterStep):
+    """An outer step that updates the algorithm with its own optimizer inside ``step``: it keeps the
+    optimizer's state across checkpoints, and ``discard`` puts parameters and optimizer back as they
+    were when ``step`` began (``_remember``)."""
+
+    algorithm: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    _before = None
+
+    def _remember(self) -> None:
+        self._before = tuple(copy.deepcopy(x.state_dict()) for x in (self.algorithm, self.optimizer))
+
+    def discard(self) -> None:
+        if self._before is not None:
+            self.algorithm.load_state_dict(self._before[0])
+            self.optimizer.load_state_dict(self._before[1])
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class PPOStep(OptimizerStep):
     """The outer step of RL² (see the module docstring); its state is the optimizer's."""
 
     def __init__(self, algorithm, optimizer: torch.optim.Optimizer, context, tasks_per_step: int,
@@ -58,10 +82,9 @@ class PPOStep(OuterStep):
         self.clip, self.value_coef, self.entropy_coef = clip, value_coef, entropy_coef
         self.max_grad_norm = max_grad_norm
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        self._before = None
 
     def step(self, tasks, generator) -> StepResult:
-        self._before = tuple(copy.deepcopy(x.state_dict()) for x in (self.algorithm, self.optimizer))
+        self._remember()
         env = tasks.sample(self.tasks_per_step, generator).to(self.device)
         batch = self.algorithm.experience(env, generator)
         trials = batch["actions"].shape[0]
@@ -97,19 +120,9 @@ class PPOStep(OuterStep):
         metrics["query_loss"] = -batch["metrics"]["return"]
         return StepResult(metrics["query_loss"], metrics, finite)
 
-    def discard(self) -> None:
-        if self._before is not None:
-            self.algorithm.load_state_dict(self._before[0])
-            self.optimizer.load_state_dict(self._before[1])
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
-class ClippedMetaStep(OuterStep):
+class ClippedMetaStep(OptimizerStep):
     """MAML for RL's PPO-style outer step (``algorithm.outer: ppo``): ``epochs`` Adam steps on the
     clipped surrogate of the post-adaptation return, each re-running the adaptation from the current
     meta-parameters (and adding the algorithm's meta-gradient terms, ``with_sampling_term``)."""
@@ -121,11 +134,10 @@ class ClippedMetaStep(OuterStep):
                             "without torchrun")
         self.algorithm, self.optimizer, self.device = algorithm, optimizer, device
         self.tasks_per_step, self.epochs, self.clip = tasks_per_step, epochs, clip
-        self._before = None
 
     def step(self, tasks, generator) -> StepResult:
         a = self.algorithm
-        self._before = tuple(copy.deepcopy(x.state_dict()) for x in (a, self.optimizer))
+        self._remember()
         env = tasks.sample(self.tasks_per_step, generator).to(self.device)
         batch = a.experience(env, generator)
         finite = True
@@ -141,13 +153,3 @@ class ClippedMetaStep(OuterStep):
         metrics["query_loss"] = -metrics["return"]
         return StepResult(metrics["query_loss"], metrics, finite)
 
-    def discard(self) -> None:
-        if self._before is not None:
-            self.algorithm.load_state_dict(self._before[0])
-            self.optimizer.load_state_dict(self._before[1])
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])

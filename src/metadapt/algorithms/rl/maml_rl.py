@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from metadapt.algorithms.base import Algorithm
+from metadapt.algorithms.rl.checks import check_rl_recipe
 from metadapt.errors import UserError
 from metadapt.experience import Trajectories, discounted_returns, linear_baseline, rollout
 from metadapt.models.gaussian_policy import GaussianPolicy, Params
@@ -140,14 +141,7 @@ class MAMLRL(Algorithm):
     @classmethod
     def check_config(cls, config) -> None:
         super().check_config(config)
-        if not getattr(config.task.entry.target, "reinforcement", False):
-            raise UserError(f"algorithm.name={config.algorithm.name} learns from environments; use it with "
-                            "an environment family such as task.family=navigation-2d")
-        from metadapt.registry import is_import_path
-
-        if config.model.name != "gaussian-policy" and not is_import_path(config.model.name):
-            raise UserError(f"algorithm.name={config.algorithm.name} needs model.name=gaussian-policy "
-                            f"(or your own policy as pkg.module:Class), not {config.model.name}")
+        check_rl_recipe(config, "gaussian-policy", "navigation-2d")
 
     # ----- sampling and the inner step ---------------------------------------------------------------
     def params(self) -> Params:

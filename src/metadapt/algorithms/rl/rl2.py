@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from metadapt.algorithms.base import Algorithm
+from metadapt.algorithms.rl.checks import check_rl_recipe
 from metadapt.errors import UserError
 from metadapt.experience import Trajectories, gae, rollout
 from metadapt.options import option
@@ -71,14 +72,7 @@ class RL2(Algorithm):
     @classmethod
     def check_config(cls, config) -> None:
         super().check_config(config)
-        if not getattr(config.task.entry.target, "reinforcement", False):
-            raise UserError(f"algorithm.name={config.algorithm.name} learns from environments; use it with "
-                            "an environment family such as task.family=bandits")
-        from metadapt.registry import is_import_path
-
-        if config.model.name != "recurrent-policy" and not is_import_path(config.model.name):
-            raise UserError(f"algorithm.name={config.algorithm.name} needs model.name=recurrent-policy "
-                            f"(or your own recurrent policy as pkg.module:Class), not {config.model.name}")
+        check_rl_recipe(config, "recurrent-policy", "bandits")
 
     # ----- acting -----------------------------------------------------------------------------------
     def actor(self, generator: torch.Generator, greedy: bool = False):

@@ -1,0 +1,17 @@
+"""The recipe checks every meta-reinforcement-learning algorithm makes."""
+from __future__ import annotations
+
+from metadapt.errors import UserError
+from metadapt.registry import is_import_path
+
+
+def check_rl_recipe(config, policy: str, example_family: str) -> None:
+    """Refuse, in one line, a recipe whose task family is not an environment family or whose model is
+    not ``policy`` (or a user's class by import path)."""
+    name = config.algorithm.name
+    if not getattr(config.task.entry.target, "reinforcement", False):
+        raise UserError(f"algorithm.name={name} learns from environments; use it with an environment family "
+                        f"such as task.family={example_family}")
+    if config.model.name != policy and not is_import_path(config.model.name):
+        raise UserError(f"algorithm.name={name} needs model.name={policy} (or your own policy as "
+                        f"pkg.module:Class), not {config.model.name}")
