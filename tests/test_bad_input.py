@@ -97,7 +97,8 @@ CASES = {
     "csv missing": (
         lambda r, t: ["adapt", str(r / "maml"), "--support", str(t / "no.csv"), "--query", str(t / "no.csv")],
         "support file"),
-    "negative steps": (lambda r, t: adapt(r, t, extra=["--steps", "-1"]), "--steps must be >= 0"),
+    "negative steps": (lambda r, t: adapt(r, t, extra=["--steps", "-1"]),
+                       "steps must be between 0 and 10,000, got -1"),
     # checkpoints
     "truncated checkpoint": (
         lambda r, t: ["eval", str(transplant(r, t, (r / "maml/checkpoints/last.pt").read_bytes()[:300]))],

@@ -28,8 +28,11 @@ def test_loads_decodes_rotates_and_caches(tmp_path, monkeypatch):
                         lambda *a: pytest.fail("decoded again instead of using the cache"))
     assert len(load_omniglot("test", **kw)) == 2 * 3 * 4
     assert len(load_omniglot("trainval", **kw)) == 2 * 3 * 4
-    background = load_omniglot("train", split="background", **kw)
+    background = load_omniglot("trainval", split="background", **kw)
     assert len(background) == 6 and background["backgroundAlpha1/character03"].shape == (6, 1, 28, 28)
+    # the last sixth of the background alphabets (here one of two) are validation classes
+    assert set(load_omniglot("train", split="background", **kw)) == {n for n in background if "Alpha0" in n}
+    assert set(load_omniglot("val", split="background", **kw)) == {n for n in background if "Alpha1" in n}
 
 
 def kwargs(tmp_path, sums):

@@ -168,3 +168,19 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
     a = torch.load(tmp_path / "reference/checkpoints/last.pt", weights_only=True)
     b = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
     assert a["step"] == b["step"] == 40 and all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+
+
+def test_reward_scale_scales_the_learning_signal_not_the_reported_return():
+    """With the value head at zero, the value targets are ``reward_scale`` × the discounted returns of
+    the same trials (same policy, same draws), and the logged return stays in reward units."""
+    env = TabularMDPFamily(TabularOptions(horizon=4, episodes=3)).sample(5, torch.Generator().manual_seed(3))
+    out = {}
+    for scale in (1.0, 0.1):
+        agent = mdp_agent()
+        agent.reward_scale = scale
+        torch.nn.init.zeros_(agent.policy.value.weight)
+        torch.nn.init.zeros_(agent.policy.value.bias)
+        out[scale] = agent.experience(env, torch.Generator().manual_seed(4))
+    assert out[1.0]["metrics"]["return"] == out[0.1]["metrics"]["return"]
+    assert torch.allclose(out[0.1]["returns"], 0.1 * out[1.0]["returns"], atol=1e-5)
+    assert out[1.0]["returns"].abs().max() > 1  # a real signal, not zeros

@@ -6,6 +6,7 @@ printed as one line, exit status 2, no traceback unless ``--debug``.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import os
 import sys
@@ -23,6 +24,11 @@ PAPER_MAML_5SHOT = {1: 0.67, 5: 0.38, 10: 0.35}      # Finn et al. 2017, Fig. 2 
 PAPER_PRETRAIN_5SHOT = {1: 2.41, 5: 2.23, 10: 2.19}
 
 
+def _path(text: str) -> Path:
+    """A path as the user wrote it, with ``~`` expanded as a shell would."""
+    return Path(text).expanduser()
+
+
 def _split_overrides(values: list[str]) -> tuple[list[str], list[str]]:
     overrides = [v for v in values if "=" in v]
     return [v for v in values if "=" not in v], overrides
@@ -35,22 +41,23 @@ def cmd_train(args) -> int:
     positional, overrides = _split_overrides(args.items)
     if len(positional) > 1:
         raise UserError(f"train takes one recipe file, got {positional}; overrides look like key=value")
-    if args.resume:
-        if args.run_dir is None and not positional:
+    recipe = _path(positional[0]) if positional else None
+    resume = args.resume or args.resume_from is not None
+    if resume:
+        if args.run_dir is None and recipe is None:
             raise UserError("--resume needs the run: pass --run-dir RUN or the recipe it was trained from")
-        if args.run_dir is not None:
-            run_dir = Path(args.run_dir)
-        else:
-            run_dir = Path("runs") / config_from_file(positional[0], overrides).name
-        # e.g. train.iterations=50000 to extend a run
-        config = apply_overrides(read_run_config(run_dir), overrides)
+        given = config_from_file(recipe, overrides) if recipe is not None else None
+        run_dir = _path(args.run_dir) if args.run_dir is not None else Path("runs") / given.name
+        # the recipe, or the run's own config, with e.g. train.iterations=50000 to extend it; the
+        # trainer refuses any change a resume cannot make
+        config = given if given is not None else apply_overrides(read_run_config(run_dir), overrides)
     else:
-        if not positional:
+        if recipe is None:
             raise UserError("train needs a recipe file, e.g. metadapt train configs/sinusoid/maml.yaml")
-        config = config_from_file(positional[0], overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
-    summary = train(config, run_dir, resume=args.resume, overwrite=args.overwrite,
-                    progress=not args.no_progress)
+        config = config_from_file(recipe, overrides)
+        run_dir = _path(args.run_dir) if args.run_dir else Path("runs") / config.name
+    summary = train(config, run_dir, resume=resume, overwrite=args.overwrite, progress=not args.no_progress,
+                    resume_from=args.resume_from)
     if os.environ.get("RANK", "0") != "0":
         return 0
     print(f"trained {config.algorithm.name} for {summary['steps']} meta-iterations in "
@@ -65,7 +72,7 @@ def cmd_eval(args) -> int:
     from metadapt.evaluation.report import comparison_table, speed_table
     from metadapt.training import load
 
-    run = load(args.run)
+    run = load(args.run, which=args.checkpoint)
     if run.config.train.keep_freed_memory:
         keep_freed_memory()
     compare = [load(path) for path in args.compare]
@@ -86,9 +93,20 @@ def cmd_adapt(args) -> int:
     from metadapt.csvio import read_table, write_predictions
     from metadapt.training import load
 
-    if args.output is not None and Path(args.output).exists() and not args.overwrite:
-        raise UserError(f"{args.output!r} already exists; pass --overwrite to replace it or choose another "
-                        "--output")
+    from metadapt.training.run import check_steps
+
+    output = _path(args.output) if args.output is not None else None
+    if output is not None:
+        if output.exists() and not args.overwrite:
+            raise UserError(f"{args.output!r} already exists; pass --overwrite to replace it or choose "
+                            "another --output")
+        if output.is_dir():
+            raise UserError(f"--output {args.output!r} is a folder; name a file")
+        folder = output.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write --output {args.output!r}: {str(folder)!r} is not a writable "
+                            "folder")
+    steps = check_steps(args.steps)
     run = load(args.run)
     if run.family.classification or tuple(run.family.input_shape) != (1,):
         raise UserError(f"adapt reads CSV regression tasks with one input column; {args.run!r} is a "
@@ -97,9 +115,7 @@ def cmd_adapt(args) -> int:
     n_in, n_out = 1, 1
     support, _ = read_table(args.support, (n_in + n_out,), "support")
     query, _ = read_table(args.query, (n_in, n_in + n_out), "query")
-    if args.steps is not None and args.steps < 0:
-        raise UserError(f"--steps must be >= 0, got {args.steps}")
-    adapted = run.adapt(support[:, :n_in], support[:, n_in:], steps=args.steps)
+    adapted = run.adapt(support[:, :n_in], support[:, n_in:], steps=steps, keep_steps=False)
     prediction = adapted.predict(query[:, :n_in].to(run.device)).cpu()
     text = write_predictions(args.output, query[:, :n_in], prediction)
     if args.output is None:
@@ -122,7 +138,7 @@ def cmd_demo(args) -> int:
     from metadapt.evaluation.report import comparison_table, speed_table
     from metadapt.training import load, train
 
-    out = Path(args.out)
+    out = _path(args.out)
     started = time.perf_counter()
     summaries = {}
     plan = {"maml": args.iterations, "pretrain": max(1, args.iterations // 3)}
@@ -167,6 +183,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="recipe file, then overrides such as train.iterations=5000")
     p.add_argument("--run-dir", help="where to write the run (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    p.add_argument("--resume-from", metavar="CHECKPOINT",
+                   help="continue from another kept checkpoint: best, step-N or a path (later ones are "
+                        "moved aside, not deleted)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
@@ -178,6 +197,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, help="number of test tasks (default: the recipe's eval.tasks)")
     p.add_argument("--steps", type=int, help="adaptation steps (default: the recipe's eval.steps)")
     p.add_argument("--no-scratch", action="store_true", help="leave out the training-from-scratch baseline")
+    p.add_argument("--checkpoint", default="best", metavar="CHECKPOINT",
+                   help="which checkpoint to evaluate: best (default), last, step-N or a path")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -203,18 +224,41 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PERMISSION = "fix the permissions or choose another folder"
+WRITE_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+                errno.EROFS: "choose a writable folder", errno.EACCES: PERMISSION, errno.EPERM: PERMISSION}
+
+
+def one_line(message: str, limit: int = 600) -> str:
+    """A message as one line of bounded length (long values are cut in the middle, keeping the advice
+    at the end)."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else f"{text[:limit // 2]} … {text[-(limit // 2 - 3):]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     if "" not in sys.path and os.getcwd() not in sys.path:
         # recipes name users' classes by import path from here, as python -m does
         sys.path.insert(0, os.getcwd())
     parser = make_parser()
     args = parser.parse_args(argv)
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks for all
     try:
         return args.func(args)
     except UserError as err:
         if args.debug:
             raise
-        print(f"metadapt: error: {err}", file=sys.stderr)
+        if rank0:
+            print(f"metadapt: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if args.debug or err.errno not in WRITE_ERRORS:
+            raise
+        if rank0:
+            where = f" {err.filename!s}" if err.filename else ""
+            print(f"metadapt: error: cannot write{where[:200]}: {err.strerror}; {WRITE_ERRORS[err.errno]}, "
+                  "then run the command again (files already written are whole: writes are atomic)",
+                  file=sys.stderr)
         return 2
     except Interrupted as stop:
         print(f"metadapt: {stop}", file=sys.stderr)

@@ -14,6 +14,7 @@ paper's sinusoid setting. Overrides use dotted keys: ``algorithm.inner_lr=0.02``
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,16 @@ from metadapt.options import check, coerce, fill, option, unknown_key
 @dataclass
 class TrainConfig:
     iterations: int = option(10000, positive=True)
-    meta_batch_size: int = option(25, positive=True)
+    meta_batch_size: int = option(25, positive=True, high=100_000)
     meta_lr: float = option(0.001, positive=True)
     optimizer: str = option("adam", choices=("adam", "sgd"))
     seed: int = option(0, low=0)
     log_every: int = option(100, positive=True)
     val_every: int = option(1000, positive=True)
-    val_tasks: int = option(200, positive=True)
+    val_tasks: int = option(200, positive=True, high=100_000)
     checkpoint_every: int = option(1000, positive=True)
+    keep_checkpoints: int = option(3, low=0, help="step checkpoints kept besides last.pt and best.pt; "
+                                                  "resume from any with --resume-from step-N")
     device: str = "cpu"
     threads: int = option(0, low=0, help="torch intra-op threads; 0 keeps torch's default")
     compile: bool = option(False, help="fuse meta-gradient and optimizer step in one torch.compile graph "
@@ -57,11 +60,11 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    tasks: int = option(600, positive=True)
+    tasks: int = option(600, positive=True, high=100_000)
     shots: list[int] = option([5, 10, 20], positive=True)
     ways: list[int] = option([5, 20], low=2, help="classification families: classes per test episode")
-    queries: int = option(100, positive=True)
-    steps: int = option(10, low=0)
+    queries: int = option(100, positive=True, high=100_000)
+    steps: int = option(10, low=0, high=10_000)
     targets: list[float] = option([1.0, 0.5], positive=True)
     seed: int = option(1234, low=0)
 
@@ -195,6 +198,17 @@ def _section(kind: str, data: Any, default_name: str, legacy: bool) -> Section:
     return Section(kind, name, data)
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def _check_name(name: str) -> str:
+    """A run's name is the folder ``runs/<name>``: one plain path component, never ``.``, ``..`` or a path."""
+    if not NAME.fullmatch(name) or name in (".", ".."):
+        raise UserError(f"name must be a plain folder name of letters, digits and . _ + - (it names "
+                        f"runs/<name>), got {name[:60]!r}; to write elsewhere pass --run-dir")
+    return name
+
+
 def _fill_fixed(cls: type, data: Any, prefix: str) -> Any:
     if data is None:
         data = {}
@@ -213,7 +227,8 @@ def resolve(raw: dict[str, Any], legacy: bool = False) -> Config:
     model = _section("model", raw.get("model"), getattr(family, "default_model", "mlp"), legacy)
     algorithm = _section("algorithm", raw.get("algorithm"), DEFAULT_NAMES["algorithm"], legacy)
     config = Config(
-        name=coerce(raw.get("name", Config.name), str, "name"), task=task, model=model, algorithm=algorithm,
+        name=_check_name(coerce(raw.get("name", Config.name), str, "name")), task=task, model=model,
+        algorithm=algorithm,
         train=_fill_fixed(TrainConfig, raw.get("train"), "train."),
         eval=_fill_fixed(EvalConfig, raw.get("eval"), "eval."),
         loss=coerce(raw.get("loss"), str | None, "loss"),
@@ -262,8 +277,10 @@ def parse_override(text: str) -> dict[str, Any]:
     if not key:
         raise UserError(f"override {text!r} has no key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+        value = read_yaml(raw, f"override {key!r}") if raw.strip() else None
+    except UserError as err:
+        if "not valid YAML" not in str(err):
+            raise
         value = raw
     nested: dict[str, Any] = {}
     node = nested
@@ -300,17 +317,87 @@ def build_config(recipe: dict[str, Any] | None = None, overrides: list[str] | No
     return apply_overrides(recipe or {}, overrides or [])
 
 
-def load_recipe(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"recipe {str(path)!r} not found; pass a YAML file such as "
-                        "configs/sinusoid/maml.yaml")
+#: a recipe is a few dozen values; these bound what a hostile or mistaken file can make us do
+MAX_RECIPE_BYTES = 1_000_000
+MAX_VALUES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                line = key_node.start_mark.line + 1
+                raise UserError(f"a YAML key must be a plain value (line {line})") from None
+            if duplicate:
+                raise UserError(f"key {str(key)[:60]!r} is given twice (line "
+                                f"{key_node.start_mark.line + 1}); keep one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _count_values(data, what: str) -> None:
+    """Refuse data that expands (through YAML aliases) to more than ``MAX_VALUES`` values; counts each
+    visit, so a shared or self-referencing alias is counted as often as it would be expanded."""
+    count, stack = 0, [data]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise UserError(f"{what} expands to more than {MAX_VALUES:,} values (nested YAML aliases?); "
+                            "a recipe holds a few dozen — write it out plainly")
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+
+
+def read_yaml(text: str, what: str):
+    """YAML ``text`` parsed strictly (no duplicate keys) and bounded (size, alias expansion)."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise UserError(f"{what} is {len(text):,} characters; a recipe is a few hundred (the limit is "
+                        f"{MAX_RECIPE_BYTES:,})")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"recipe {str(path)!r} is not valid YAML{where}; fix the syntax") from None
+        raise UserError(f"{what} is not valid YAML{where}; fix the syntax") from None
+    except RecursionError:
+        raise UserError(f"{what} is nested too deeply; a recipe has two levels") from None
+    _count_values(data, what)
+    return data
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A small UTF-8 text file (a byte-order mark is allowed), or a one-line refusal."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise UserError(f"{what} is {size:,} bytes; a recipe is a few hundred (the limit is "
+                            f"{MAX_RECIPE_BYTES:,})")
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{what} is not UTF-8 text; save it as UTF-8") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} is a folder; pass a YAML file") from None
+    except OSError as err:
+        raise UserError(f"cannot read {what} ({err.strerror})") from None
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"recipe {str(path)!r} not found; pass a YAML file such as "
+                        "configs/sinusoid/maml.yaml")
+    what = f"recipe {str(path)!r}"
+    data = read_yaml(read_text_file(path, what), what)
     if data is None:
         return {}
     if not isinstance(data, dict):

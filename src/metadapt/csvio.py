@@ -12,6 +12,10 @@ from metadapt.errors import UserError
 from metadapt.files import atomic_write_text
 
 
+MAX_CSV_BYTES = 100_000_000
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def _is_number(cell: str) -> bool:
     try:
         float(cell)
@@ -26,14 +30,22 @@ def read_table(path: str | Path, allowed_columns: tuple[int, ...],
 
     Every row must have one of ``allowed_columns`` cells, all finite numbers.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{role} file {str(path)!r} not found")
+    if path.stat().st_size > MAX_CSV_BYTES:
+        raise UserError(f"{role} file {str(path)!r} is larger than {MAX_CSV_BYTES // 1_000_000} MB; a task's "
+                        "support or query set is a few thousand rows at most")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a byte-order mark
     except UnicodeDecodeError:
-        raise UserError(f"{role} file {str(path)!r} is not a text CSV file") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r and any(c.strip() for c in r)]
+        raise UserError(f"{role} file {str(path)!r} is not a UTF-8 text CSV file") from None
+    except OSError as err:
+        raise UserError(f"cannot read {role} file {str(path)!r} ({err.strerror})") from None
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if r and any(c.strip() for c in r)]
+    except csv.Error as err:
+        raise UserError(f"{role} file {str(path)!r} is not valid CSV ({err})") from None
     if not rows:
         raise UserError(f"{role} file {str(path)!r} is empty; it needs one row per example")
     header = None
@@ -51,6 +63,9 @@ def read_table(path: str | Path, allowed_columns: tuple[int, ...],
                 raise UserError(f"{role} file {str(path)!r} line {n} has a non-numeric cell {c.strip()!r}")
             if not math.isfinite(float(c)):
                 raise UserError(f"{role} file {str(path)!r} line {n} has a non-finite value {c.strip()!r}")
+            if abs(float(c)) > FLOAT32_MAX:
+                raise UserError(f"{role} file {str(path)!r} line {n} has {c.strip()[:30]!r}, beyond the "
+                                "float32 range (±3.4e38) the model computes in; rescale the data")
     return torch.tensor([[float(c) for c in r] for r in rows], dtype=torch.float32), header
 
 
@@ -65,5 +80,5 @@ def write_predictions(path: str | Path | None, x: torch.Tensor, prediction: torc
         writer.writerow([f"{v:.6g}" for v in xi + pi])
     text = buffer.getvalue()
     if path is not None:
-        atomic_write_text(Path(path), text)
+        atomic_write_text(Path(path).expanduser(), text)
     return text

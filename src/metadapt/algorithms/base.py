@@ -1,6 +1,7 @@
 """The two objects every algorithm provides: a meta-loss for training, an adapted model for use."""
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -25,6 +26,13 @@ class AdaptedModel(Protocol):
     def predict(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor: ...
 
 
+def check_step(step, steps: int) -> int:
+    """``predict(step=k)``: a whole number 0 … ``steps`` (no counting from the end)."""
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= steps:
+        raise UserError(f"step must be a whole number from 0 to {steps} (the steps adapted), got {step!r}")
+    return step
+
+
 class Adapted:
     """A model adapted to one task, or to ``T`` tasks at once (``batched=True``: every
     tensor in the trajectory then has a leading task axis).
@@ -35,16 +43,29 @@ class Adapted:
     """
 
     def __init__(self, model: nn.Module, trajectory: list[Params], buffers: Params, batched: bool,
-                 loop: bool = False):
+                 loop: bool = False, kept: list[int] | None = None):
         self.model = model
         self.trajectory = trajectory
         self.buffers = buffers
         self.batched = batched
         self.loop = loop  # predict task by task (the algorithm's task_parallel strategy), else vmap
+        #: the step of each trajectory entry (None: every step, 0 … steps)
+        self.kept = kept
 
     @property
     def steps(self) -> int:
-        return len(self.trajectory) - 1
+        return self.kept[-1] if self.kept is not None else len(self.trajectory) - 1
+
+    def _at(self, step: int | None) -> Params:
+        if step is None:
+            return self.trajectory[-1]
+        step = check_step(step, self.steps)
+        if self.kept is None:
+            return self.trajectory[step]
+        if step not in self.kept:
+            raise UserError(f"step {step} was not kept (adapted with keep_steps=False: steps "
+                            f"{', '.join(map(str, self.kept))} only); adapt again with keep_steps=True")
+        return self.trajectory[self.kept.index(step)]
 
     @property
     def params(self) -> Params:
@@ -52,7 +73,12 @@ class Adapted:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, step: int | None = None) -> torch.Tensor:
-        params = self.trajectory[-1 if step is None else step]
+        params = self._at(step)
+        first = next(iter(params.values()), None)
+        x = torch.as_tensor(x)  # NumPy arrays too; float64 inputs computed in the model's dtype
+        if first is not None:
+            same = x.is_floating_point() and first.is_floating_point()
+            x = x.to(first.device, first.dtype if same else None)
         if not self.batched:
             return functional_call(self.model, (params, self.buffers), (x,))
         if self.loop:
@@ -94,14 +120,20 @@ class Algorithm(nn.Module):
         return loss.item(), metrics
 
     def adapt_tasks(self, support_x: torch.Tensor, support_y: torch.Tensor,
-                    steps: int | None = None) -> Adapted:
+                    steps: int | None = None, keep_steps: bool = True) -> Adapted:
+        """Adapt ``T`` tasks at once (a leading task axis); ``keep_steps=False`` may keep only the start
+        and the end of the adaptation."""
         raise NotImplementedError
 
-    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Adapted:
-        """Adapt to one task given its support set ``[S, ...]``; returns an :class:`Adapted`."""
-        batched = self.adapt_tasks(support_x.unsqueeze(0), support_y.unsqueeze(0), steps)
+    def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None,
+              keep_steps: bool = True) -> Adapted:
+        """Adapt to one task given its support set ``[S, ...]``; returns an :class:`Adapted`
+        (``keep_steps=False``: only the start and the end are kept, not every step)."""
+        args = (support_x.unsqueeze(0), support_y.unsqueeze(0), steps)
+        lean = not keep_steps and "keep_steps" in inspect.signature(self.adapt_tasks).parameters
+        batched = self.adapt_tasks(*args, keep_steps=False) if lean else self.adapt_tasks(*args)
         trajectory = [{n: p[0] for n, p in params.items()} for params in batched.trajectory]
-        return Adapted(batched.model, trajectory, batched.buffers, batched=False)
+        return Adapted(batched.model, trajectory, batched.buffers, batched=False, kept=batched.kept)
 
     def describe(self) -> str:
         """The report's words for this method and its options."""

@@ -25,7 +25,7 @@ from metadapt.tasks.batch import TaskBatch
 
 @dataclass
 class PretrainOptions(GradientOptions):
-    inner_steps: int = option(1, low=0, help="fine-tuning steps at test time (by default)")
+    inner_steps: int = option(1, low=0, high=10_000, help="fine-tuning steps at test time (by default)")
 
 
 @register("algorithm", "pretrain")

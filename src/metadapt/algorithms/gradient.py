@@ -44,7 +44,7 @@ from torch.func import functional_call, grad, grad_and_value, vmap
 
 from metadapt.algorithms.base import LOSSES, Adapted, Algorithm, Params
 from metadapt.algorithms.update_rules import UpdateRule
-from metadapt.errors import UserError
+from metadapt.errors import InvalidArgument, UserError
 from metadapt.options import option
 from metadapt.registry import lookup
 
@@ -65,12 +65,12 @@ def head_parameter_names(model: nn.Module) -> list[str]:
 def resolve_strategy(strategy: str, model: nn.Module, first_order: bool = False) -> str:
     """The one place that decides how tasks run side by side: ``vmap`` or a ``loop``."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"task_parallel must be one of {STRATEGIES}, got {strategy!r}")
+        raise InvalidArgument(f"task_parallel must be one of {STRATEGIES}, got {strategy!r}")
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
     has_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if strategy == "vmap" and has_norm and not first_order:
-        raise ValueError("task_parallel=vmap gives wrong second-order gradients through BatchNorm in this "
-                         "torch; use task_parallel=loop (or auto), or first-order adaptation")
+        raise InvalidArgument("task_parallel=vmap gives wrong second-order gradients through BatchNorm in "
+                              "this torch; use task_parallel=loop (or auto), or first-order adaptation")
     if strategy != "auto":
         return strategy
     return "loop" if has_conv or has_norm else "vmap"
@@ -116,7 +116,7 @@ class GradientOptions:
 
     inner_lr: float = option(0.01, positive=True,
                              help="the inner loop's step size (initial value if learned)")
-    inner_steps: int = option(1, low=1,
+    inner_steps: int = option(1, low=1, high=1000,
                               help="adaptation steps in meta-training and, by default, at test time")
     adapt_only: str | list[str] | None = option(None,
                                                 help='"head" (ANIL) or parameter name prefixes to adapt')
@@ -339,16 +339,20 @@ class GradientLearner(Algorithm):
         axis (here the meta-learned initialization, shared)."""
         return {n: p.detach().expand(support_x.shape[0], *p.shape) for n, p in self.meta_params().items()}
 
-    def adapt_tasks(self, support_x, support_y, steps=None) -> Adapted:
-        """Adapt to ``T`` tasks at once; builds no graph beyond each inner gradient."""
+    def adapt_tasks(self, support_x, support_y, steps=None, keep_steps: bool = True) -> Adapted:
+        """Adapt to ``T`` tasks at once; builds no graph beyond each inner gradient. ``keep_steps``
+        keeps the parameters after every step (for ``predict(step=k)``); without it only the start and
+        the end are kept, so memory does not grow with the number of steps."""
         steps = self.inner_steps if steps is None else int(steps)
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
         start = self.initial_params(support_x, support_y)
         if self.strategy == "vmap":
             with torch.no_grad():
-                fn = lambda p, x, y: self.adapt_one(p, x, y, steps, True, trajectory=True)  # noqa: E731
+                fn = lambda p, x, y: self.adapt_one(p, x, y, steps, True, trajectory=keep_steps)  # noqa: E731
                 traj = vmap(fn)(start, support_x, support_y)
+            if not keep_steps:
+                traj = [start, traj] if steps else [start]
         else:
             per_task = []
             for i in range(support_x.shape[0]):
@@ -359,13 +363,14 @@ class GradientLearner(Algorithm):
                         p, state = self._step_autograd(p, state, support_x[i], support_y[i], True,
                                                        create_graph=False)
                         p = {n: v.detach().requires_grad_(n in self.adapted_names) for n, v in p.items()}
-                        path.append(p)
+                        path = path + [p] if keep_steps else [path[0], p]
                 per_task.append(path)
             traj = [{n: torch.stack([per_task[i][k][n].detach() for i in range(len(per_task))])
                      for n in start}
-                    for k in range(steps + 1)]
+                    for k in range(len(per_task[0]))]
+        kept = None if keep_steps else sorted({0, steps})
         return Adapted(self.model, traj, {n: b.detach() for n, b in self.buffers_dict().items()},
-                       batched=True, loop=self.strategy == "loop")
+                       batched=True, loop=self.strategy == "loop", kept=kept)
 
     # ----- construction from a recipe -----------------------------------------------------
     @classmethod

@@ -77,12 +77,13 @@ class LSTMOptimizer(UpdateRule):
 
 @dataclass
 class LearnedOptimizerOptions(GradientOptions):
-    inner_steps: int = option(100, low=1, help="steps of each optimization (the paper's horizon T = 100)")
+    inner_steps: int = option(100, low=1, high=100_000,
+                              help="steps of each optimization (the paper's horizon T = 100)")
     update_rule: str = option("lstm-optimizer",
                               help="lstm-optimizer (learned), or a hand-designed rule: sgd, momentum, "
                                    "nesterov, rmsprop, adam (their step size is inner_lr)")
-    unroll: int = option(20, positive=True, help="steps per truncated unroll, each one meta-update (the "
-                                                 "paper's 20)")
+    unroll: int = option(20, positive=True, high=10_000,
+                         help="steps per truncated unroll, each one meta-update (the paper's 20)")
     fresh_init: bool = option(True, help="each task starts from a new draw of the model's initialization, "
                                          "seeded by the task (else from the model's fixed parameters)")
 
@@ -170,7 +171,7 @@ class LearnedOptimizer(GradientLearner):
             metrics["accuracy"] = float((prediction.argmax(-1) == batch.query_y).float().mean())
         return metrics
 
-    def adapt_tasks(self, support_x, support_y, steps=None) -> Adapted:
+    def adapt_tasks(self, support_x, support_y, steps=None, keep_steps: bool = True) -> Adapted:
         """The rule steps every task at once (as in training; vmapping the rule's many small
         operations per task is several times slower)."""
         steps = self.inner_steps if steps is None else int(steps)

@@ -31,7 +31,7 @@ from metadapt.registry import register
 @dataclass
 class MatchingOptions:
     fce: bool = option(False, help="full-context embeddings")
-    fce_steps: int = option(5, positive=True, help="attLSTM steps with fce")
+    fce_steps: int = option(5, positive=True, high=1000, help="attLSTM steps with fce")
     cosine_scale: float | None = option(None, positive=True,
                                         help="initial learned inverse temperature on the cosines; "
                                              "null: plain cosine")

@@ -80,10 +80,10 @@ class MetricLearner(Algorithm):
         return total / batch.num_tasks, {"query_loss": total / batch.num_tasks,
                                          "accuracy": correct / batch.num_tasks}
 
-    def adapt_tasks(self, support_x, support_y, steps=None) -> SupportMemory:
+    def adapt_tasks(self, support_x, support_y, steps=None, keep_steps: bool = True) -> SupportMemory:
         return SupportMemory(self, support_x, support_y, batched=True)
 
-    def adapt(self, support_x, support_y, steps=None) -> SupportMemory:
+    def adapt(self, support_x, support_y, steps=None, keep_steps: bool = True) -> SupportMemory:
         return SupportMemory(self, support_x, support_y, batched=False)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,11 @@ ARCHIVES = {
 ARCHIVE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/{name}"
 SPLIT_URL = "https://raw.githubusercontent.com/jakesnell/prototypical-networks/master/data/omniglot/splits/vinyals/{name}"
 VINYALS_SUBSETS = ("train", "val", "test", "trainval")
-BACKGROUND_SUBSETS = {"train": "images_background", "test": "images_evaluation"}
+#: Lake et al.'s split: meta-train on the background alphabets, test on the evaluation ones; the last
+#: sixth of the background alphabets (sorted by name: 5 of 30) are held out as validation classes
+#: ("val"), so that no choice (best.pt) is ever made on test classes; "trainval" is all of them
+BACKGROUND_SUBSETS = ("train", "val", "trainval", "test")
+ROTATIONS = {"rot000": 0, "rot090": 1, "rot180": 2, "rot270": 3}
 
 
 def default_data_dir() -> Path:
@@ -64,13 +69,23 @@ def _fetch(path: Path, url: str, allow_download: bool, what: str) -> None:
     )
 
 
+MAX_IMAGE_PIXELS = 1024 * 1024  # Omniglot's images are 105 × 105
+
+
 def _decode(data: bytes, name: str, archive: Path, size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise UserError(f"image {name!r} in {str(archive)!r} is {image.width}×{image.height} pixels; "
+                                "Omniglot's are 105×105: the archive is not Omniglot's or is damaged")
             image = image.convert("L").resize((size, size), Image.LANCZOS)
             return 255 - np.asarray(image, dtype=np.uint8)
+    except Image.DecompressionBombError:
+        raise UserError(f"image {name!r} in {str(archive)!r} claims more pixels than Pillow will decode (a "
+                        "decompression bomb); Omniglot's are 105×105: the archive is not Omniglot's"
+                        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise UserError(f"image {name!r} in {str(archive)!r} does not decode ({type(err).__name__}); "
                         "the archive is damaged: delete it and download it again") from None
@@ -116,7 +131,7 @@ def load_characters(data_dir: str | Path | None = None, cache_dir: str | Path | 
 
     ``checksums`` replaces the accepted digests (for archives built by tests).
     """
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     archives, digests = {}, []
     for name, accepted in (checksums or ARCHIVES).items():
         path = data_dir / name
@@ -125,11 +140,22 @@ def load_characters(data_dir: str | Path | None = None, cache_dir: str | Path | 
         archives[name] = path
     key = "-".join(d[:12] for d in digests)
     cache = Path(cache_dir or default_cache_dir()) / f"omniglot-{image_size}-{key}.npz"
-    if not cache.is_file():
-        _build_cache(archives, cache, image_size, progress)
-    with np.load(cache, allow_pickle=False) as data:
-        images, labels, names = (torch.from_numpy(data["images"]), torch.from_numpy(data["labels"]),
-                                 data["names"].tolist())
+    for attempt in (0, 1):
+        if not cache.is_file():
+            _build_cache(archives, cache, image_size, progress)
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                images, labels, names = (torch.from_numpy(data["images"]), torch.from_numpy(data["labels"]),
+                                         data["names"].tolist())
+            if images.dim() != 3 or len(labels) != len(images) or int(labels.max()) >= len(names):
+                raise ValueError("inconsistent arrays")
+            break
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            if attempt:
+                raise UserError(f"the Omniglot cache {str(cache)!r} cannot be read back after rebuilding it "
+                                f"({type(err).__name__}); check the disk, or set METADAPT_CACHE elsewhere"
+                                ) from None
+            cache.unlink(missing_ok=True)  # torn or damaged (only a cache): decode the archives again
     order = torch.argsort(labels, stable=True)
     counts = torch.bincount(labels, minlength=len(names)).tolist()
     groups = torch.split(images[order], counts)
@@ -147,26 +173,35 @@ def load_omniglot(subset: str = "train", split: str = "vinyals", data_dir: str |
                   progress: bool = True,
                   checksums: dict[str, list[dict[str, str]]] | None = None) -> dict[str, torch.Tensor]:
     """Classes of one subset: ``name -> float32 [n, 1, size, size]`` in [0, 1], strokes bright."""
-    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
     characters = load_characters(data_dir, cache_dir, allow_download, image_size, progress, checksums)
     classes: dict[str, torch.Tensor] = {}
     if split == "vinyals":
         if subset not in VINYALS_SUBSETS:
             raise UserError(f"Omniglot vinyals split has subsets {', '.join(VINYALS_SUBSETS)}; "
                             f"got {subset!r}")
-        for line in read_split(data_dir, subset, allow_download):
+        for number, line in enumerate(read_split(data_dir, subset, allow_download), start=1):
             character, _, rotation = line.rpartition("/")
-            if character not in characters or not rotation.startswith("rot"):
-                raise UserError(f"split file line {line!r} names no character of the archives")
-            quarter_turns = int(rotation[3:]) // 90
+            if character not in characters or rotation not in ROTATIONS:
+                raise UserError(f"split file {subset}.txt line {number} {line[:80]!r} is not "
+                                "Alphabet/characterNN/rotDDD with a character of the archives and DDD one of "
+                                "000, 090, 180, 270; restore the file")
+            quarter_turns = ROTATIONS[rotation]
             classes[line] = torch.rot90(characters[character], quarter_turns, dims=(1, 2))
     elif split == "background":
         if subset not in BACKGROUND_SUBSETS:
             raise UserError(f"Omniglot background split has subsets {', '.join(BACKGROUND_SUBSETS)}; "
                             f"got {subset!r}")
-        wanted = BACKGROUND_SUBSETS[subset]
-        archive_chars = _characters_of(data_dir / f"{wanted}.zip")
-        classes = {name: characters[name] for name in archive_chars}
+        background = _characters_of(data_dir / "images_background.zip")
+        alphabets = sorted({name.split("/")[0] for name in background})
+        held_out = alphabets[len(alphabets) - max(1, round(len(alphabets) / 6)):]
+        pick = {"train": lambda n: n.split("/")[0] not in held_out,
+                "val": lambda n: n.split("/")[0] in held_out, "trainval": lambda n: True}
+        if subset == "test":
+            names = _characters_of(data_dir / "images_evaluation.zip")
+        else:
+            names = [n for n in background if pick[subset](n)]
+        classes = {name: characters[name] for name in names}
     else:
         raise UserError(f"unknown Omniglot split {split!r}; choose vinyals or background")
     return {name: (images.float() / 255.0).unsqueeze(1) for name, images in classes.items()}

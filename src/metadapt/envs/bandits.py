@@ -52,8 +52,8 @@ class Bandits(EnvBatch):
 
 @dataclass
 class BanditOptions:
-    arms: int = option(5, low=2, help="k: arms per bandit")
-    pulls: int = option(10, positive=True, help="n: pulls per trial")
+    arms: int = option(5, low=2, high=100_000, help="k: arms per bandit")
+    pulls: int = option(10, positive=True, high=100_000, help="n: pulls per trial")
 
 
 @register("task", "bandits")

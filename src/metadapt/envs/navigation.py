@@ -71,7 +71,7 @@ class Navigation(EnvBatch):
 class NavigationOptions:
     goal_low: float = option(-0.5, help="goals ~ U[goal_low, goal_high]² (the paper: ±0.5)")
     goal_high: float = option(0.5, help="upper end of the goal square")
-    horizon: int = option(100, positive=True, help="steps per episode")
+    horizon: int = option(100, positive=True, high=100_000, help="steps per episode")
     reward: str = option("distance", choices=("distance", "squared"),
                          help="negative distance (released code) or squared distance (paper text)")
 

@@ -71,10 +71,10 @@ class TabularMDPs(EnvBatch):
 
 @dataclass
 class TabularOptions:
-    states: int = option(10, low=2, help="states per MDP")
-    actions: int = option(5, low=2, help="actions per state")
-    horizon: int = option(10, positive=True, help="steps per episode")
-    episodes: int = option(10, positive=True, help="n: episodes per trial")
+    states: int = option(10, low=2, high=10_000, help="states per MDP")
+    actions: int = option(5, low=2, high=10_000, help="actions per state")
+    horizon: int = option(10, positive=True, high=100_000, help="steps per episode")
+    episodes: int = option(10, positive=True, high=10_000, help="n: episodes per trial")
 
 
 @register("task", "tabular-mdp")

@@ -4,8 +4,6 @@ Everything that depends on the kind of task (the settings, the score, the exampl
 report's lines) comes from the run's task family."""
 from __future__ import annotations
 
-import json
-
 import torch
 
 from metadapt.algorithms import Algorithm, GradientLearner
@@ -13,7 +11,9 @@ from metadapt.build import build_scratch
 from metadapt.evaluation.curves import evaluate_learning_speed
 from metadapt.evaluation.plots import plot_adaptation_curves, plot_training_curve
 from metadapt.evaluation.report import write_report
-from metadapt.files import atomic_write_text
+from metadapt.errors import UserError
+from metadapt.files import atomic_write_text, strict_json
+from metadapt.training import rundir
 from metadapt.training.run import Run
 
 
@@ -38,10 +38,41 @@ def _scratch(runs: list[Run]) -> GradientLearner | None:
     return None
 
 
+MAX_TASKS, MAX_STEPS = 100_000, 10_000
+
+
 def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, steps: int | None = None,
                  progress: bool = True, scratch: bool = True) -> dict:
     """Adaptation curves of ``run``, each ``compare`` run and training from scratch on the same
-    test tasks; writes ``eval/results.json``, ``plots/*.png`` and ``report.md`` into ``run``."""
+    test tasks; writes ``eval/results.json``, ``plots/*.png`` and ``report.md`` into ``run`` as one
+    set: all are made in a staging folder and moved into place only when every one is written, with
+    the run's writer lock held (a run still training is refused)."""
+    if tasks is not None and not 1 <= int(tasks) <= MAX_TASKS:
+        raise UserError(f"--tasks must be between 1 and {MAX_TASKS:,}, got {tasks}")
+    if steps is not None and not 0 <= int(steps) <= MAX_STEPS:
+        raise UserError(f"--steps must be between 0 and {MAX_STEPS:,}, got {steps}")
+    for other in compare:
+        if (type(other.family) is not type(run.family)
+                or tuple(other.family.input_shape) != tuple(run.family.input_shape)
+                or other.family.outputs != run.family.outputs):
+            raise UserError(
+                f"--compare {str(other.path)!r} is a {other.config.task.family} run with "
+                f"{other.family.outputs} outputs, {str(run.path)!r} a {run.config.task.family} run with "
+                f"{run.family.outputs}; compare runs trained on the same kind of task")
+        rl = getattr(run.family, "reinforcement", False)
+        if rl and other.config.task.to_dict() != run.config.task.to_dict():
+            raise UserError(f"--compare {str(other.path)!r} was trained on other environments "
+                            f"({other.config.task.to_dict()}) than {str(run.path)!r}; compare agents of one "
+                            "task")
+    with rundir.locked(run.path, "eval"), rundir.staged(run.path) as stage:
+        run.out = stage
+        try:
+            return _evaluate(run, compare, tasks, steps, progress, scratch)
+        finally:
+            run.out = None
+
+
+def _evaluate(run: Run, compare, tasks, steps, progress, scratch) -> dict:
     if getattr(run.family, "reinforcement", False):
         from metadapt.evaluation.rl import evaluate_rl
 
@@ -60,19 +91,15 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
     results = evaluate_learning_speed(methods, settings, steps, cfg.targets, progress=progress,
                                       family=run.family, metric=metric)
     results["seed"] = cfg.seed
-    atomic_write_text(run.path / "eval" / "results.json", json.dumps(results, indent=1))
+    atomic_write_text(run.outputs / "eval" / "results.json", strict_json(results, indent=1))
 
     figures = {"Adaptation curves": "plots/adaptation_curves.png"}
-    plot_adaptation_curves(results, run.path / figures["Adaptation curves"])
+    plot_adaptation_curves(results, run.outputs / figures["Adaptation curves"])
     trained = {name: m for name, m in methods.items() if m.trainable}
-    figures.update(run.family.example_figures(trained, settings, run.path, steps, cfg))
-    metrics_path = run.path / "metrics.jsonl"
-    if metrics_path.is_file():
-        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-        rel = "plots/training_curve.png"
-        if plot_training_curve(rows, run.path / rel, f"{run.config.name}: validation during meta-training"):
-            figures["Validation during meta-training"] = rel
-    summary_path = run.path / "summary.json"
-    training = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    write_report(run, training, results, figures, methods)
+    figures.update(run.family.example_figures(trained, settings, run.outputs, steps, cfg))
+    rel = "plots/training_curve.png"
+    title = f"{run.config.name}: validation during meta-training"
+    if plot_training_curve(run.metrics(), run.outputs / rel, title):
+        figures["Validation during meta-training"] = rel
+    write_report(run, run.summary(), results, figures, methods)
     return results

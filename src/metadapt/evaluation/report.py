@@ -125,6 +125,6 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
     if compared.is_file():
         lines += ["## Against hand-designed optimizers", "", compared.read_text(), "",
                   "![objective against steps](optimizers.png)", ""]
-    path = Path(run.path) / "report.md"
+    path = Path(run.outputs) / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

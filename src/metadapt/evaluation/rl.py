@@ -9,7 +9,6 @@ chosen by a grid search on separate tuning tasks, as the RL² paper tuned them p
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -23,7 +22,7 @@ from metadapt.envs import Bandits, TabularMDPs
 from metadapt.evaluation.plots import plot_training_curve
 from metadapt.evaluation.stats import mean_ci
 from metadapt.experience import rollout
-from metadapt.files import atomic_write_text
+from metadapt.files import atomic_write_text, strict_json
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -136,21 +135,17 @@ def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True
     if key in PUBLISHED:
         results["published"] = PUBLISHED[key]
     figures = {"Learning within a trial": "plots/trial_curves.png"}
-    plot_trial_curves(results, run.path / figures["Learning within a trial"])
+    plot_trial_curves(results, run.outputs / figures["Learning within a trial"])
     return _write_outputs(run, results, figures, agents)
 
 
 def _write_outputs(run, results: dict, figures: dict[str, str], agents: dict) -> dict:
     """``eval/results.json``, the training-curve figure and ``report.md`` of an evaluated run."""
-    atomic_write_text(run.path / "eval" / "results.json", json.dumps(results, indent=1))
-    metrics_path = run.path / "metrics.jsonl"
-    if metrics_path.is_file():
-        rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-        if plot_training_curve(rows, run.path / "plots/training_curve.png",
-                               f"{run.config.name}: validation during meta-training"):
-            figures["Validation during meta-training"] = "plots/training_curve.png"
-    summary_path = run.path / "summary.json"
-    training = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    atomic_write_text(run.outputs / "eval" / "results.json", strict_json(results, indent=1))
+    if plot_training_curve(run.metrics(), run.outputs / "plots/training_curve.png",
+                           f"{run.config.name}: validation during meta-training"):
+        figures["Validation during meta-training"] = "plots/training_curve.png"
+    training = run.summary()
     write_rl_report(run, training, results, figures, agents)
     return results
 
@@ -189,9 +184,9 @@ def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: boo
         results["published"] = PUBLISHED[key]
     figures = {"Return after each adaptation step": "plots/adaptation_returns.png",
                "Paths before and after adaptation": "plots/paths.png"}
-    plot_adaptation_returns(results, run.path / figures["Return after each adaptation step"])
+    plot_adaptation_returns(results, run.outputs / figures["Return after each adaptation step"])
     goals = env.goals[:3].cpu() if hasattr(env, "goals") else None
-    plot_paths(paths, goals, run.path / figures["Paths before and after adaptation"])
+    plot_paths(paths, goals, run.outputs / figures["Paths before and after adaptation"])
     return _write_outputs(run, results, figures, agents)
 
 
@@ -332,6 +327,6 @@ def write_rl_report(run, training: dict | None, results: dict, figures: dict[str
     lines += ["", f"## {what} (mean ± 95% CI over {results['tasks']} test tasks, evaluation "
               f"seed {results['seed']})", "", rl_table(results), "", "## Figures", ""]
     lines += [f"![{title}]({rel})\n" for title, rel in figures.items()]
-    path = Path(run.path) / "report.md"
+    path = Path(run.outputs) / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

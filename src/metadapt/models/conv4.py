@@ -45,7 +45,7 @@ class SpatialMean(nn.Module):
 
 @dataclass
 class Conv4Options:
-    filters: int = option(64, positive=True)
+    filters: int = option(64, positive=True, high=10_000)
     downsample: str = option("pool", choices=DOWNSAMPLE,
                              help="pool: 2x2 max-pool per block; "
                                   "stride: stride-2 convolutions (the MAML code's)")

@@ -22,7 +22,8 @@ Params = dict[str, torch.Tensor]
 
 @dataclass
 class GaussianPolicyOptions:
-    hidden: list[int] = option([100, 100], positive=True, help="units of each hidden layer (MAML: 100, 100)")
+    hidden: list[int] = option([100, 100], positive=True, high=100_000,
+                               help="units of each hidden layer (MAML: 100, 100)")
     init_std: float = option(1.0, positive=True, help="initial standard deviation of every action entry")
 
 

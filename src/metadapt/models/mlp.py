@@ -12,7 +12,7 @@ from metadapt.registry import register
 
 @dataclass
 class MLPOptions:
-    hidden: list[int] = option([40, 40], positive=True, help="widths of the hidden layers")
+    hidden: list[int] = option([40, 40], positive=True, high=100_000, help="widths of the hidden layers")
     init_std: float | None = option(None, positive=True,
                                     help="null keeps torch's init; "
                                          "0.01 is the MAML code's (truncated normal, zero bias)")

@@ -26,7 +26,7 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
 
 @dataclass
 class RecurrentPolicyOptions:
-    hidden: int = option(256, positive=True, help="GRU units (RL²: 256)")
+    hidden: int = option(256, positive=True, high=100_000, help="GRU units (RL²: 256)")
 
 
 @register("model", "recurrent-policy")

@@ -21,9 +21,9 @@ def _classes(subset: str, split: str, data_dir: str | None, download: bool):
 
 @dataclass
 class OmniglotOptions:
-    ways: int = option(5, low=2, help="classes per episode in meta-training")
-    shots: int = option(1, positive=True, help="support images per class in meta-training")
-    queries: int = option(15, positive=True, help="query images per class in meta-training")
+    ways: int = option(5, low=2, high=10_000, help="classes per episode in meta-training")
+    shots: int = option(1, positive=True, high=10_000, help="support images per class in meta-training")
+    queries: int = option(15, positive=True, high=10_000, help="query images per class in meta-training")
     data_dir: str | None = option(None,
                                   help="folder with the archives (default ~/.cache/metadapt/data/omniglot)")
     split: str = option("vinyals", choices=("vinyals", "background"))

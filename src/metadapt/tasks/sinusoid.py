@@ -79,8 +79,8 @@ class SinusoidTasks:
 class SinusoidOptions:
     preset: str = option("maml", choices=tuple(PRESETS),
                          help='"maml": x ~ U[-5, 5]; "founding": x ~ U[-pi, pi]')
-    shots: int = option(10, positive=True, help="support points per task in meta-training")
-    queries: int = option(10, positive=True, help="query points per task in meta-training")
+    shots: int = option(10, positive=True, high=100_000, help="support points per task in meta-training")
+    queries: int = option(10, positive=True, high=100_000, help="query points per task in meta-training")
 
 
 @register("task", "sinusoid")

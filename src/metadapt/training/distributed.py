@@ -45,14 +45,33 @@ def from_environment(device: str) -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def check_device(device: str, key: str = "train.device") -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine, or a one-line refusal."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"{key}={str(device)[:40]!r} is not a device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"{key}={device} but no CUDA device is available; use {key}=cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise UserError(f"{key}={device} but this machine has {count} CUDA device(s); use cuda:0 … "
+                            f"cuda:{count - 1}")
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"{key}={device} but MPS is not available here; use {key}=cpu")
+    elif parsed.type != "cpu":
+        raise UserError(f"{key}={device}: metadapt runs on cpu, cuda or mps")
+    return parsed
+
+
 def process_device(device: str, context: Context) -> torch.device:
     """One GPU per process under torchrun (``cuda`` becomes ``cuda:LOCAL_RANK``)."""
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError("train.device=cuda but no CUDA device is available; use train.device=cpu")
-        if context.enabled and device == "cuda":
-            return torch.device("cuda", context.local_rank)
-    return torch.device(device)
+    parsed = check_device(device)
+    if parsed.type == "cuda" and context.enabled and parsed.index is None:
+        return torch.device("cuda", context.local_rank)
+    return parsed
 
 
 def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBatch, context: Context,

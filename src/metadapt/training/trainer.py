@@ -12,12 +12,13 @@ SIGINT / SIGTERM finish the current step, save a checkpoint and raise :class:`In
 """
 from __future__ import annotations
 
-import json
+import os
 import math
 import signal
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -29,13 +30,16 @@ from metadapt.allocator import keep_freed_memory
 from metadapt.build import build_algorithm, build_family
 from metadapt.config import Config, Section
 from metadapt.errors import UserError
-from metadapt.files import atomic_write_text
+from metadapt.files import atomic_write_text, strict_json
 from metadapt.registry import import_path, lookup
 from metadapt.tasks import GivenTasks, TaskBatch, TaskFamily, TaskSource
 from metadapt.tasks.family import GivenOptions
 from metadapt.training import distributed
-from metadapt.training.checkpoint import load_checkpoint, save_checkpoint
-from metadapt.training.run import checkpoint_path, prepare_run_dir, restore_state, truncate_metrics
+from metadapt.training import rundir
+from metadapt.training.checkpoint import (check_optimizer_state, load_checkpoint, read_step,
+                                          save_checkpoint)
+from metadapt.training.run import (check_run_dir, checkpoint_path, prepare_run_dir, read_run_config,
+                                   restore_state, truncate_metrics)
 from metadapt.training.steps import build_optimizer, build_outer_step  # noqa: F401  (build_optimizer: API)
 
 VAL_SEED_OFFSET = 10_007  # validation tasks come from their own stream, never the training one
@@ -123,26 +127,29 @@ def record_given(config: Config, family: TaskFamily | None = None, model: nn.Mod
 
 def train(config: Config, run_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool = True, tasks: TaskFamily | TaskSource | None = None, model: nn.Module | None = None,
-          loss: Callable | None = None) -> dict:
+          loss: Callable | None = None, resume_from: str | None = None) -> dict:
     """Meta-train ``config`` into ``run_dir``; returns a summary (final losses, throughput).
 
     ``tasks`` (a task family, or any object with ``sample(n, generator)``), ``model`` (any
     ``nn.Module``) and ``loss`` (any ``loss(prediction, target) -> scalar``) replace the recipe's;
-    the run's config records their names.
+    the run's config records their names. ``resume`` continues from the last checkpoint (or, if it is
+    missing, the newest kept one); ``resume_from`` (``best``, ``step-N`` or a path) from that one. A
+    resume may change only the settings ``rundir.RESUMABLE`` lists.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
+    resume = resume or resume_from is not None
     if tasks is not None and not isinstance(tasks, TaskFamily):
         tasks = GivenTasks.wrap(tasks)  # a plain task source: its shapes are read once, here
     config = record_given(config, tasks, model, loss)
     context = distributed.from_environment(config.train.device)
     try:
-        return _train(config, run_dir, resume, overwrite, progress, context, tasks, model, loss)
+        return _train(config, run_dir, resume, overwrite, progress, context, tasks, model, loss, resume_from)
     finally:
         distributed.shutdown(context)
 
 
 def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, given_model,
-           given_loss) -> dict:
+           given_loss, resume_from) -> dict:
     cfg = config.train
     # ---- everything the run needs, built and checked before any file is written -----------------
     family = build_family(config, given_tasks)
@@ -153,42 +160,80 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
     algorithm = build_algorithm(config, family, model=given_model, loss=given_loss)
     outer = build_outer_step(config, algorithm, context, device)
 
-    # ---- the run directory, and this process's threads and memory --------------------------------
+    # ---- the run directory: checked, locked, then (re)written — never before all of the above ------
+    if context.is_main:
+        check_run_dir(run_dir, resume, overwrite)
+    start_from = _resume_point(run_dir, recorded, resume_from) if resume else None
+    with rundir.locked(run_dir, "train") if context.is_main else nullcontext():
+        return _train_locked(config, run_dir, recorded, resume, overwrite, progress, context, val_tasks,
+                             train_tasks, device, algorithm, outer, start_from)
+
+
+def _resume_point(run_dir: Path, recorded: dict, resume_from: str | None) -> Path | None:
+    """The checkpoint a resume continues from, after refusing a config change a resume cannot make;
+    None for a run killed before its first checkpoint (it starts again from step 0)."""
+    saved = read_run_config(run_dir)
+    rundir.check_resume_changes(saved.to_dict(), recorded)
+    if resume_from is not None:
+        return rundir.checkpoint_choice(run_dir, resume_from)
+    last = checkpoint_path(run_dir, "last")
+    if last.is_file():
+        return last
+    kept = rundir.step_checkpoints(run_dir)
+    newest = kept[-1][1] if kept else None
+    best = checkpoint_path(run_dir, "best")
+    if best.is_file() and (newest is None or (read_step(best) or 0) > kept[-1][0]):
+        newest = best
+    if newest is not None and os.environ.get("RANK", "0") == "0":
+        print(f"metadapt: {run_dir}/checkpoints has no last.pt; resuming from {newest.name}", file=sys.stderr)
+    return newest
+
+
+def _train_locked(config, run_dir, recorded, resume, overwrite, progress, context, val_tasks, train_tasks,
+                  device, algorithm, outer, start_from) -> dict:
+    cfg = config.train
+    metrics_path = run_dir / "metrics.jsonl"
+    generator = torch.Generator().manual_seed(cfg.seed)
+    step, best, skipped, resumed_seconds = 0, math.inf, 0, 0.0
+    if start_from is not None:
+        step, best, resumed_seconds = _restore(run_dir, start_from, algorithm, outer, generator)
+    distributed.barrier(context)
     if context.is_main:
         prepare_run_dir(run_dir, recorded, resume, overwrite)
+        if start_from is not None:
+            moved = rundir.supersede(run_dir, step, start_from)
+            if moved is not None:
+                print(f"metadapt: resuming from step {step}; the later checkpoints and metrics were moved "
+                      f"to {moved}", file=sys.stderr)
+        if resume:
+            truncate_metrics(metrics_path, step)
     distributed.barrier(context)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.keep_freed_memory:
         keep_freed_memory()
 
-    # ---- generators and validation tasks -----------------------------------------------------------
-    generator = torch.Generator().manual_seed(cfg.seed)
+    # ---- validation tasks: their own stream, never the training one --------------------------------
     val_generator = torch.Generator().manual_seed(cfg.seed + VAL_SEED_OFFSET)
     val_batch = val_tasks.sample(cfg.val_tasks, val_generator).to(device) if context.is_main else None
-    step, best, skipped, resumed_seconds = 0, math.inf, 0, 0.0
-    metrics_path = run_dir / "metrics.jsonl"
-
-    # ---- resume from the last checkpoint ------------------------------------------------------
-    if resume and not checkpoint_path(run_dir, "last").is_file():
-        resume = False  # killed before its first checkpoint: start again from step 0, same result
-        if context.is_main:
-            truncate_metrics(metrics_path, 0)
-    if resume:
-        step, best, resumed_seconds = _restore(run_dir, algorithm, outer, generator)
-        if context.is_main:
-            truncate_metrics(metrics_path, step)
-    distributed.barrier(context)
-    saved_at = step if resume else None  # the step of the last checkpoint, for the non-finite message
+    saved_at = step if start_from is not None else None  # the last checkpoint's step, for messages
 
     def checkpoint(which: str) -> None:
+        """``best``, or ``last``: a kept step checkpoint that ``last.pt`` then links to."""
         if context.is_main:
             seconds = (time.perf_counter() - started + resumed_seconds if step > started_step
                        else resumed_seconds)
-            save_checkpoint(checkpoint_path(run_dir, which), {
+            payload = {
                 "state": algorithm.state_dict(), **outer.state_dict(), "generator": generator.get_state(),
                 "step": step, "best": best, "seconds": seconds, "algorithm": config.algorithm.name,
-            })
+            }
+            if which == "best":
+                save_checkpoint(checkpoint_path(run_dir, "best"), payload)
+                return
+            path = checkpoint_path(run_dir, "last").with_name(rundir.step_name(step))
+            save_checkpoint(path, payload)
+            rundir.link_last(run_dir, path)
+            rundir.prune(run_dir, cfg.keep_checkpoints)
 
     # ---- the loop -----------------------------------------------------------------------------------
     total = cfg.iterations
@@ -235,7 +280,7 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
                 # validation and logging (the main process writes)
                 if context.is_main:
                     if fault:
-                        log.write(json.dumps({"step": step, "split": "train", "skipped": "non-finite"})
+                        log.write(strict_json({"step": step, "split": "train", "skipped": "non-finite"})
                                   + "\n")
                     if step % cfg.val_every == 0 or step == total:
                         val_metrics = validation_metrics(algorithm, val_batch)
@@ -243,12 +288,12 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
                         if last_val < best:
                             best = last_val
                             checkpoint("best")
-                        log.write(json.dumps({"step": step, "split": "val", **val_metrics,
+                        log.write(strict_json({"step": step, "split": "val", **val_metrics,
                                               "seconds": time.perf_counter() - started + resumed_seconds})
                                   + "\n")
                     if step % cfg.log_every == 0 or step == total:
                         elapsed = time.perf_counter() - started
-                        log.write(json.dumps({
+                        log.write(strict_json({
                             "step": step, "split": "train", **metrics,
                             "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)}) + "\n")
                         log.flush()
@@ -281,22 +326,40 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
         "processes": context.world_size,
     }
     if context.is_main:
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_text(run_dir / "summary.json", strict_json(summary, indent=1))
     distributed.barrier(context)  # no process tears down its connections while another still uses them
+    if skipped and skipped == step - started_step:
+        raise NonFiniteError(f"every one of the {skipped} steps was non-finite and skipped "
+                             "(train.on_nonfinite=skip): the run learned nothing. Lower train.meta_lr or "
+                             "algorithm.inner_lr and start it again with --overwrite")
     return summary
 
 
-def _restore(run_dir: Path, algorithm: Algorithm, outer,
+def _restore(run_dir: Path, path: Path, algorithm: Algorithm, outer,
              generator: torch.Generator) -> tuple[int, float, float]:
-    """Load the last checkpoint into the algorithm, the outer step and the generator; returns the
-    step, the best validation loss and the training seconds before it."""
-    path = checkpoint_path(run_dir, "last")
-    payload = load_checkpoint(path)
-    restore_state(algorithm, payload, path)
+    """Load checkpoint ``path`` into the algorithm, the outer step and the generator, each checked
+    before use; returns the step, the best validation loss and the training seconds before it."""
     try:
-        outer.load_state_dict(payload)
-        generator.set_state(payload["generator"])
-        return int(payload["step"]), float(payload["best"]), float(payload.get("seconds", 0.0))
-    except (KeyError, ValueError, RuntimeError, TypeError) as err:
-        raise UserError(f"checkpoint {str(path)!r} is incomplete ({err}); resume from another checkpoint or "
-                        "retrain") from None
+        payload = load_checkpoint(path)
+        restore_state(algorithm, payload, path)
+        try:
+            outer.load_state_dict(payload)
+            for optimizer in (v for v in vars(outer).values() if isinstance(v, torch.optim.Optimizer)):
+                check_optimizer_state(optimizer, path)
+            generator.set_state(payload["generator"])
+            step, best = int(payload["step"]), float(payload["best"])
+            seconds = float(payload.get("seconds", 0))
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as err:
+            raise UserError(f"checkpoint {str(path)!r} is incomplete or does not match this run "
+                            f"({type(err).__name__}: {str(err)[:100]})") from None
+        if step < 0 or not math.isfinite(seconds):
+            raise UserError(f"checkpoint {str(path)!r} records an impossible step {step}")
+        return step, best, seconds
+    except UserError as err:
+        others = [n for n in rundir.kept_names(run_dir)  # only those that load: the advice must work
+                  if not (run_dir / "checkpoints" / f"{n}.pt").samefile(path)
+                  and read_step(run_dir / "checkpoints" / f"{n}.pt") is not None]
+        advice = (f"resume from another kept checkpoint: metadapt train --resume-from {others[0]} "
+                  f"--run-dir {run_dir} (kept: {', '.join(others)})" if others
+                  else "no other checkpoint is kept; start the run again with --overwrite")
+        raise UserError(f"{err}; {advice}") from None

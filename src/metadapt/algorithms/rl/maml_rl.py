@@ -71,8 +71,10 @@ def normalize(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @dataclass
 class MAMLRLOptions:
     inner_lr: float = option(0.1, positive=True, help="α of each policy-gradient step (MAML §5.3: 0.1)")
-    inner_steps: int = option(1, low=0, help="policy-gradient steps in meta-training (0: joint pretraining)")
-    trajectories: int = option(20, positive=True, help="trajectories per task per step (MAML: 20)")
+    inner_steps: int = option(1, low=0, high=100,
+                              help="policy-gradient steps in meta-training (0: joint pretraining)")
+    trajectories: int = option(20, positive=True, high=100_000,
+                               help="trajectories per task per step (MAML: 20)")
     gamma: float = option(0.99, low=0, high=1, help="discount")
     max_kl: float = option(0.01, positive=True, help="TRPO's trust region δ on the adapted policies' KL")
     cg_iterations: int = option(10, positive=True, help="conjugate-gradient iterations")
@@ -96,7 +98,7 @@ class MAMLRLOptions:
     outer_advantages: str = option("returns", choices=("returns", "normalized"),
                                    help="outer surrogate's advantages: in return units (consistent with "
                                         "the dice term) or normalised per task (rllab's center_adv)")
-    eval_steps: int = option(3, low=0, help="adaptation steps measured by validation and eval")
+    eval_steps: int = option(3, low=0, high=1000, help="adaptation steps measured by validation and eval")
     eval_lrs: list[float] = option([], positive=True,
                                    help="step size of each evaluation step (empty: inner_lr; the released "
                                         "code: 0.5 then 0.25)")

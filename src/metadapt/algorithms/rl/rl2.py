@@ -31,15 +31,19 @@ VALIDATION_SEED = 4_242  # validation trials' own draws: the same every time, ne
 
 @dataclass
 class RL2Options:
-    trials: int = option(1, positive=True, help="trials of each task per meta-update")
+    trials: int = option(1, positive=True, high=10_000, help="trials of each task per meta-update")
     gamma: float = option(0.99, low=0, high=1, help="discount across the whole trial")
     gae_lambda: float = option(0.3, low=0, high=1, help="GAE λ (the RL² paper: 0.3)")
-    epochs: int = option(4, positive=True, help="PPO passes over each batch of trials")
+    epochs: int = option(4, positive=True, high=1000, help="PPO passes over each batch of trials")
     minibatches: int = option(4, positive=True, help="PPO minibatches of whole trials per pass")
     clip: float = option(0.2, positive=True, help="PPO clip range ε")
     value_coef: float = option(0.5, low=0, help="weight of the value loss")
     entropy_coef: float = option(0.01, low=0, help="weight of the entropy bonus")
     max_grad_norm: float = option(0.5, positive=True, help="gradient clipping of each PPO update")
+    reward_scale: float = option(1.0, positive=True,
+                                 help="rewards are multiplied by this for learning (values, advantages); "
+                                      "returns of ~100 need ~0.1, or the value loss swamps the clipped "
+                                      "gradient")
 
 
 @register("algorithm", "rl2")
@@ -52,13 +56,15 @@ class RL2(Algorithm):
 
     def __init__(self, policy: nn.Module, episodes: int = 1, trials: int = 1, gamma: float = 0.99,
                  gae_lambda: float = 0.3, epochs: int = 4, minibatches: int = 4, clip: float = 0.2,
-                 value_coef: float = 0.5, entropy_coef: float = 0.01, max_grad_norm: float = 0.5):
+                 value_coef: float = 0.5, entropy_coef: float = 0.01, max_grad_norm: float = 0.5,
+                 reward_scale: float = 1.0):
         super().__init__()
         self.policy = policy
         self.episodes, self.trials = episodes, trials
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.epochs, self.minibatches, self.clip = epochs, minibatches, clip
         self.value_coef, self.entropy_coef, self.max_grad_norm = value_coef, entropy_coef, max_grad_norm
+        self.reward_scale = reward_scale
 
     @classmethod
     def from_config(cls, options, parts) -> RL2:
@@ -125,11 +131,13 @@ class RL2(Algorithm):
     # ----- learning --------------------------------------------------------------------------------
     def experience(self, env, generator: torch.Generator) -> dict:
         """One batch of whole trials with what PPO needs: inputs, actions, old log-probabilities and
-        values, GAE advantages and returns over the trial (discounted across episodes), the mask."""
+        values, GAE advantages and returns over the trial (discounted across episodes), the mask.
+        Values, advantages and returns are in units of ``reward_scale`` × reward; the policy still
+        sees the raw rewards as inputs."""
         traj = self.play(env, generator).trials()
         flat = lambda x: x.flatten(0, 1)  # noqa: E731
         rewards, mask, values = flat(traj.rewards), flat(traj.mask), flat(traj.extras["value"])
-        advantages = gae(rewards, values, self.gamma, self.gae_lambda, mask)
+        advantages = gae(rewards * self.reward_scale, values, self.gamma, self.gae_lambda, mask)
         per_trial = rewards.sum(-1)
         return {"inputs": self.sequence_inputs(traj), "actions": flat(traj.actions),
                 "log_probs": flat(traj.extras["log_prob"]), "values": values, "advantages": advantages,
@@ -162,4 +170,5 @@ class RL2(Algorithm):
         return (f"`{self.name_in_config or self.name}`: a recurrent policy whose hidden state is carried "
                 f"across the {self.episodes} episode(s) of a trial, trained with PPO over whole trials "
                 f"(γ {self.gamma}, GAE λ {self.gae_lambda}, {self.epochs} epochs × {self.minibatches} "
-                f"minibatches, clip {self.clip}, entropy {self.entropy_coef})")
+                f"minibatches, clip {self.clip}, entropy {self.entropy_coef}"
+                + (f", rewards × {self.reward_scale} for learning" if self.reward_scale != 1 else "") + ")")
