@@ -17,7 +17,7 @@ def test_mean_ci_matches_hand_computation():
     values = torch.tensor([[1.0], [2.0], [4.0], [5.0]])
     mean, ci = mean_ci(values)
     sd = math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + (4 - 3) ** 2 + (5 - 3) ** 2) / 3)
-    assert mean.item() == 3.0 and ci.item() == pytest.approx(1.96 * sd / 2)
+    assert mean.item() == 3.0 and ci.item() == pytest.approx(3.182446 * sd / 2)  # t(0.975, 3 dof)
 
 
 def test_steps_to_target():
@@ -84,3 +84,26 @@ def test_diverged_curves_are_shown_as_such():
         "tasks": 2, "queries": 3, "methods": {"metasgd": {
             "mean": [3.0, float("nan")], "ci95": [0.1, float("nan")], "steps_to_target": {"1.0": None}}}}}}
     assert "diverged" in comparison_table(results)
+
+
+@pytest.mark.parametrize("n,t", [(2, 12.706), (3, 4.303), (10, 2.262), (30, 2.045), (101, 1.984)])
+def test_intervals_are_student_t(n, t):
+    from metadapt.evaluation.stats import mean_ci
+
+    values = torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    mean, half = mean_ci(values)
+    assert abs(float(half) - t * float(values.std()) / n ** 0.5) < 1e-3 * float(half)
+
+
+def test_the_paired_difference_resolves_what_separate_intervals_do_not():
+    """Two methods whose scores vary a lot across tasks but differ by a steady 0.1: their separate
+    intervals overlap, the paired interval of the difference excludes 0."""
+    from metadapt.evaluation.stats import mean_ci, paired_difference
+
+    g = torch.Generator().manual_seed(0)
+    difficulty = torch.randn(40, generator=g, dtype=torch.float64)
+    a, b = difficulty + 0.1 + 0.01 * torch.randn(40, generator=g, dtype=torch.float64), difficulty
+    (ma, ca), (mb, cb) = mean_ci(a), mean_ci(b)
+    assert ma - ca < mb + cb                      # the separate intervals overlap
+    mean, half = paired_difference(a, b)
+    assert abs(mean - 0.1) < 0.01 and mean - half > 0

@@ -80,6 +80,9 @@ REFUSED = {
                             "algorithm.inner_steps must be <= 1000"),
     "huge meta-batch": (lambda r, t: ["train", RECIPE, "train.meta_batch_size=10000000000"],
                         "train.meta_batch_size must be <= 100000"),
+    "cannot fit in memory": (lambda r, t: ["train", RECIPE, "algorithm.inner_steps=1000",
+                                           "model.hidden=[2000, 2000]", "train.meta_batch_size=100000"],
+                             "needs at least"),
     "huge adapt steps": (lambda r, t: adapt(r, t, extra=["--steps", "200000"]),
                          "steps must be between 0 and 10,000"),
     "long value in message": (lambda r, t: ["train", RECIPE, "train.optimizer=" + "x" * 100_000],
@@ -232,6 +235,8 @@ def test_adapt_takes_numpy_float64_and_one_dimensional_targets(runs):
 
 @pytest.mark.parametrize("call,message", [
     (lambda run: run.adapt(torch.zeros(0, 1), torch.zeros(0, 1)), "S ≥ 1"),
+    (lambda run: run.adapt([1.0], 3.0), "support_x has 1 examples but support_y one value"),
+    (lambda run: run.adapt(torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.complex64)), "real numbers"),
     (lambda run: run.adapt(torch.zeros(4, 1), torch.zeros(3, 1)), "4 examples but support_y 3"),
     (lambda run: run.adapt(torch.zeros(4, 2), torch.zeros(4, 1)), "support_x has shape (4, 2)"),
     (lambda run: run.adapt(torch.zeros(4, 1), torch.zeros(4, 1), steps=2.5), "steps must be a whole number"),
@@ -261,6 +266,19 @@ def test_adaptation_can_keep_only_its_end(strategy, runs):
     assert torch.equal(lean.predict(x, step=0), full.predict(x, step=0))
     with pytest.raises(UserError, match="step 3 was not kept"):
         lean.predict(x, step=3)
+
+
+def test_an_evaluation_that_cannot_fit_is_refused_before_it_starts(runs, tmp_path, capsys, monkeypatch):
+    import metadapt.resources as resources
+
+    monkeypatch.setattr(resources, "available_bytes", lambda device: 10_000_000)
+    run = copy_run(runs, tmp_path)
+    before = checksums(run)
+    assert main(["eval", str(run), "--steps", "10000", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluating 10000 adaptation steps of 6 tasks at a time needs at least" in err
+    assert "lower --steps" in err
+    assert checksums(run) == before
 
 
 def test_load_on_an_absent_device_is_a_clear_error(runs):
@@ -299,7 +317,8 @@ def omniglot(tmp_path, monkeypatch):
 def omniglot_train(data_dir, run_dir, *extra):
     return ["train", str(ROOT / "configs/omniglot/protonet.yaml"), f"task.data_dir={data_dir}",
             "task.download=false", "train.iterations=2", "train.val_tasks=4", "train.meta_batch_size=2",
-            "task.ways=2", "task.queries=2", "model.filters=8", *extra, "--run-dir", str(run_dir),
+            "task.ways=2", "task.queries=2", "model.filters=8", "eval.ways=[2]", "eval.shots=[1]",
+            "eval.queries=2", *extra, "--run-dir", str(run_dir),
             "--no-progress"]
 
 
@@ -317,6 +336,14 @@ def test_malformed_split_lines_are_refused(line, omniglot, tmp_path, capsys):
     assert main(omniglot_train(data, tmp_path / "run")) == 2
     err = capsys.readouterr().err
     assert "is not Alphabet/characterNN/rotDDD" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluation_ways_the_data_cannot_serve_are_refused_before_training(omniglot, tmp_path, capsys):
+    data = omniglot()
+    assert main(omniglot_train(data, tmp_path / "run", "eval.ways=[50]", "eval.queries=1")) == 2
+    err = capsys.readouterr().err
+    assert "asked for 50-way episodes but the dataset has only 24 classes" in err and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
 

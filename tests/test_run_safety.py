@@ -305,3 +305,109 @@ def test_under_torchrun_a_user_error_prints_once(tmp_path):
     assert proc.stderr.count("metadapt: error: train.meta_lr must be positive") == 1, proc.stderr[-2000:]
     assert "exitcode  : 2" in proc.stderr  # torchrun reports the worker's status 2, then exits 1 itself
     assert not (tmp_path / "run").exists()
+
+
+# ----- what a review found --------------------------------------------------------------------------
+def test_overwrite_refuses_a_folder_with_a_recipe_named_config_yaml(tmp_path, capsys):
+    folder = tmp_path / "myexp"
+    (folder / "plots").mkdir(parents=True)
+    (folder / "eval").mkdir()
+    (folder / "config.yaml").write_text(Path(RECIPE).read_text() + "# my notes\n")
+    (folder / "plots/fig.png").write_text("mine")
+    (folder / "eval/analysis.csv").write_text("mine")
+    refused(train_args(folder, "--overwrite"), capsys, "--overwrite replaces only a metadapt run", tmp_path)
+    refused(["train", "--resume", "--run-dir", str(folder)], capsys, "is not a metadapt run (its config.yaml",
+            tmp_path)
+
+
+@pytest.mark.parametrize("extra", ["checkpoints/my-keeper.pt", "eval/my-notes.md", ".bashrc.tmp",
+                                   ".eval-cache"])
+def test_overwrite_refuses_a_run_holding_the_users_files_anywhere(extra, trained, tmp_path, capsys):
+    run = fresh_copy(trained, tmp_path)
+    if extra == ".eval-cache":
+        (run / extra).write_text("a file, not an evaluation's staging folder")
+    else:
+        (run / extra).parent.mkdir(exist_ok=True)
+        (run / extra).write_text("mine")
+    refused(train_args(run, "--overwrite"), capsys, "is not one", tmp_path)
+
+
+def test_a_lock_file_that_is_a_link_is_never_written_through(trained, tmp_path, capsys):
+    run = fresh_copy(trained, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (run / ".lock").unlink(missing_ok=True)
+    (run / ".lock").symlink_to(victim)
+    for args in (["eval", str(run), "--tasks", "2", "--steps", "1", "--no-progress"],
+                 ["train", "--resume", "--run-dir", str(run), "train.iterations=40", "--no-progress"]):
+        assert main(args) == 2
+        assert "is a link" in capsys.readouterr().err
+        assert victim.read_text() == "precious"
+
+
+def test_eval_does_not_write_through_a_linked_plots_folder(trained, tmp_path, capsys):
+    run = fresh_copy(trained, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "adaptation_curves.png").write_text("mine")
+    import shutil
+
+    shutil.rmtree(run / "plots", ignore_errors=True)
+    (run / "plots").symlink_to(elsewhere)
+    assert main(["eval", str(run), "--tasks", "2", "--steps", "1", "--no-progress"]) == 2
+    assert "is a link" in capsys.readouterr().err
+    assert (elsewhere / "adaptation_curves.png").read_text() == "mine"
+
+
+def test_maml_plus_plus_cannot_extend_its_schedule_on_resume(tmp_path, capsys):
+    recipe = str(ROOT / "configs/sinusoid/maml++.yaml")
+    settings = ["train.meta_batch_size=2", "train.val_tasks=4", "model.hidden=[8]", "train.val_every=2",
+                "train.checkpoint_every=2", "algorithm.epoch_iterations=1", "train.threads=1"]
+    run = tmp_path / "run"
+    assert main(["train", recipe, *settings, "train.iterations=4", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    refused(["train", "--resume", "--run-dir", str(run), "train.iterations=8"], capsys,
+            "train.iterations shapes this algorithm's schedule", tmp_path)
+    assert main(["train", "--resume", "--run-dir", str(run), "train.time_limit_s=60", "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("kind", ["dangling link", "long name", "under a file"])
+def test_impossible_run_directories_are_one_line(kind, tmp_path, capsys):
+    if kind == "dangling link":
+        target = tmp_path / "dl"
+        target.symlink_to(tmp_path / "not-mounted/run")
+    elif kind == "long name":
+        target = tmp_path / ("a" * 300)
+    else:
+        (tmp_path / "file").write_text("x")
+        target = tmp_path / "file/run"
+    message = {"dangling link": "a link to a folder that does not exist", "long name": "File name too long",
+               "under a file": "is a file, not a folder"}[kind]
+    refused(train_args(target), capsys, message, tmp_path)
+
+
+def test_a_deeply_nested_config_is_not_a_run(tmp_path, capsys):
+    run = tmp_path / "deep"
+    run.mkdir()
+    (run / "config.yaml").write_text("[" * 5000 + "]" * 5000)
+    refused(train_args(run, "--overwrite"), capsys, "is not one", tmp_path)
+    refused(["eval", str(run)], capsys, "nested too deeply", tmp_path)
+
+
+def test_the_data_location_may_change_on_resume():
+    saved = {"task": {"family": "omniglot", "data_dir": "/old", "download": True, "ways": 5}}
+    rundir.check_resume_changes(saved, {"task": {"family": "omniglot", "data_dir": "/new", "download": False,
+                                                 "ways": 5}})
+    with pytest.raises(rundir.UserError, match="task.ways"):
+        rundir.check_resume_changes(saved, {"task": {"family": "omniglot", "data_dir": "/old",
+                                                     "download": True, "ways": 20}})
+
+
+def test_under_torchrun_a_refusal_of_the_main_process_is_one_line(trained, tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    run = fresh_copy(trained, tmp_path)
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "metadapt", "train", RECIPE, *TINY,
+                           "--run-dir", str(run)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.stderr.count("metadapt: error: run directory") == 1, proc.stderr[-3000:]
+    assert "[rank1]" not in proc.stderr and "Connection closed" not in proc.stderr, proc.stderr[-3000:]
+    assert checksums(run) == checksums(trained)

@@ -5,17 +5,29 @@
 >>> adapted = run.adapt(support_x, support_y, steps=10)         # doctest: +SKIP
 >>> adapted.predict(query_x)                                    # doctest: +SKIP
 """
-from metadapt.algorithms import (MAML, SGD, Adapted, AdaptedModel, Algorithm, GradientLearner, MatchingNet,
-                                 MetaSGD, Pretrain, ProtoNet, Reptile, Scratch, UpdateRule,
-                                 use_batch_statistics)
+from metadapt.algorithms import (
+    MAML,
+    SGD,
+    Adapted,
+    AdaptedModel,
+    Algorithm,
+    GradientLearner,
+    MatchingNet,
+    MetaSGD,
+    Pretrain,
+    ProtoNet,
+    Reptile,
+    Scratch,
+    UpdateRule,
+    use_batch_statistics,
+)
 from metadapt.config import Config, build_config, config_from_file
 from metadapt.errors import UserError
 from metadapt.models import MLP
 from metadapt.registry import register
 from metadapt.tasks import SinusoidTasks, TaskBatch, TaskFamily
 from metadapt.training import Run, load, train
-
-__version__ = "0.1.0"
+from metadapt.version import __version__  # noqa: F401
 
 
 def __getattr__(name: str):

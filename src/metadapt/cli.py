@@ -69,7 +69,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from metadapt.evaluation import evaluate_run
-    from metadapt.evaluation.report import comparison_table, speed_table
+    from metadapt.evaluation.report import comparison_table, paired_table, speed_table
     from metadapt.training import load
 
     run = load(args.run, which=args.checkpoint)
@@ -85,6 +85,9 @@ def cmd_eval(args) -> int:
     else:
         print(comparison_table(results, markdown=False))
         print(speed_table(results, markdown=False))
+        paired = paired_table(results, markdown=False)
+        if paired:
+            print("\n" + paired)
     print(f"\nreport: {run.path / 'report.md'}   figures: {run.path / 'plots'}")
     return 0
 
@@ -92,7 +95,6 @@ def cmd_eval(args) -> int:
 def cmd_adapt(args) -> int:
     from metadapt.csvio import read_table, write_predictions
     from metadapt.training import load
-
     from metadapt.training.run import check_steps
 
     output = _path(args.output) if args.output is not None else None
@@ -174,24 +176,37 @@ def cmd_demo(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metadapt", description="Meta-learning on PyTorch.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from metadapt.version import __version__
 
-    p = sub.add_parser("train", help="meta-train from a YAML recipe")
+    parser = argparse.ArgumentParser(prog="metadapt", description="Meta-learning on PyTorch.")
+    python = sys.version.split()[0]
+    parser.add_argument("--version", action="version",
+                        version=f"metadapt {__version__} (torch {torch.__version__}, Python {python})")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    # accepted after the subcommand too (metadapt train … --debug); SUPPRESS keeps the value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    no_progress = "no progress bar (without a terminal, progress is plain log lines anyway)"
+
+    p = sub.add_parser("train", parents=[common], help="meta-train from a YAML recipe")
     p.add_argument("items", nargs="*", metavar="RECIPE|key=value",
-                   help="recipe file, then overrides such as train.iterations=5000")
+                   help="recipe file, then overrides such as train.iterations=5000 (metadapt config RECIPE "
+                        "lists every key)")
     p.add_argument("--run-dir", help="where to write the run (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.add_argument("--resume-from", metavar="CHECKPOINT",
                    help="continue from another kept checkpoint: best, step-N or a path (later ones are "
                         "moved aside, not deleted)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory (only a metadapt run is ever deleted)")
+    p.add_argument("--no-progress", action="store_true", help=no_progress)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="learning-speed evaluation of a trained run against the baselines")
-    p.add_argument("run")
+    p = sub.add_parser("eval", parents=[common],
+                       help="learning-speed evaluation of a trained run against the baselines")
+    p.add_argument("run", help="the run directory metadapt train wrote")
     p.add_argument("--compare", nargs="*", default=[], metavar="RUN",
                    help="other runs to evaluate on the same tasks (e.g. a pretrain run)")
     p.add_argument("--tasks", type=int, help="number of test tasks (default: the recipe's eval.tasks)")
@@ -199,11 +214,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-scratch", action="store_true", help="leave out the training-from-scratch baseline")
     p.add_argument("--checkpoint", default="best", metavar="CHECKPOINT",
                    help="which checkpoint to evaluate: best (default), last, step-N or a path")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=no_progress)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("adapt", help="adapt a trained run to a new task given as CSV and predict")
-    p.add_argument("run")
+    p = sub.add_parser("adapt", parents=[common],
+                       help="adapt a trained run to a new task given as CSV and predict")
+    p.add_argument("run", help="the run directory of a regression run")
     p.add_argument("--support", required=True, help="CSV with columns x,y (one row per support example)")
     p.add_argument("--query", required=True, help="CSV with column x (or x,y to also report the MSE)")
     p.add_argument("--steps", type=int, help="adaptation steps (default: the run's inner_steps)")
@@ -211,22 +227,50 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.set_defaults(func=cmd_adapt)
 
-    p = sub.add_parser("demo",
+    p = sub.add_parser("config", parents=[common],
+                       help="list every recipe key with its type, value, allowed values and meaning")
+    p.add_argument("items", nargs="*", metavar="RECIPE|key=value",
+                   help="a recipe (default: the built-in defaults) and overrides, as for train")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("demo", parents=[common],
                        help="meta-train MAML and the pretrain baseline on sinusoids, evaluate, report")
     p.add_argument("--out", default="runs/demo", help="folder for the two runs (replaced on each demo)")
     p.add_argument("--iterations", type=int, default=30000,
                    help="MAML meta-iterations (pretrain gets a third)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--compile", action="store_true",
                    help="MAML with the compiled meta-step (train.compile=true)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help=no_progress)
     p.set_defaults(func=cmd_demo)
     return parser
 
 
+def cmd_config(args) -> int:
+    from metadapt.config import describe_keys
+
+    positional, overrides = _split_overrides(args.items)
+    if len(positional) > 1:
+        raise UserError(f"config takes one recipe file, got {positional}")
+    if positional:
+        config = config_from_file(_path(positional[0]), overrides)
+    else:
+        config = build_config(None, overrides)
+    rows = describe_keys(config)
+    width = max(len(r[0]) for r in rows)
+    type_width = max(len(r[1]) for r in rows)
+    for key, kind, value, allowed, meaning in rows:
+        text = f"{key:<{width}}  {kind:<{type_width}}  {value}"
+        extra = "; ".join(x for x in (allowed, meaning) if x)
+        print(f"{text}   # {extra}" if extra else text)
+    return 0
+
+
 PERMISSION = "fix the permissions or choose another folder"
 WRITE_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
-                errno.EROFS: "choose a writable folder", errno.EACCES: PERMISSION, errno.EPERM: PERMISSION}
+                errno.EROFS: "choose a writable folder", errno.EACCES: PERMISSION, errno.EPERM: PERMISSION,
+                errno.ENAMETOOLONG: "use a shorter path", errno.ELOOP: "a link points to itself; fix it",
+                errno.ENOTDIR: "a part of the path is a file, not a folder"}
 
 
 def one_line(message: str, limit: int = 600) -> str:
@@ -256,12 +300,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if rank0:
             where = f" {err.filename!s}" if err.filename else ""
-            print(f"metadapt: error: cannot write{where[:200]}: {err.strerror}; {WRITE_ERRORS[err.errno]}, "
+            print(f"metadapt: error: cannot use{where[:200]}: {err.strerror}; {WRITE_ERRORS[err.errno]}, "
                   "then run the command again (files already written are whole: writes are atomic)",
                   file=sys.stderr)
         return 2
     except Interrupted as stop:
-        print(f"metadapt: {stop}", file=sys.stderr)
+        if rank0:
+            print(f"metadapt: {stop}", file=sys.stderr)
         return 128 + int(stop.signum)
     except KeyboardInterrupt:
         print("metadapt: interrupted", file=sys.stderr)

@@ -17,7 +17,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import yaml
 
@@ -28,18 +28,18 @@ from metadapt.options import check, coerce, fill, option, unknown_key
 
 @dataclass
 class TrainConfig:
-    iterations: int = option(10000, positive=True)
-    meta_batch_size: int = option(25, positive=True, high=100_000)
-    meta_lr: float = option(0.001, positive=True)
-    optimizer: str = option("adam", choices=("adam", "sgd"))
-    seed: int = option(0, low=0)
-    log_every: int = option(100, positive=True)
-    val_every: int = option(1000, positive=True)
-    val_tasks: int = option(200, positive=True, high=100_000)
-    checkpoint_every: int = option(1000, positive=True)
+    iterations: int = option(10000, positive=True, help="meta-iterations (meta-updates) in all")
+    meta_batch_size: int = option(25, positive=True, high=100_000, help="tasks per meta-update")
+    meta_lr: float = option(0.001, positive=True, help="the outer optimizer's learning rate")
+    optimizer: str = option("adam", choices=("adam", "sgd"), help="the outer optimizer")
+    seed: int = option(0, low=0, help="seeds every random draw of the run (tasks, initialization)")
+    log_every: int = option(100, positive=True, help="iterations between lines of metrics.jsonl")
+    val_every: int = option(1000, positive=True, help="iterations between validations (best.pt)")
+    val_tasks: int = option(200, positive=True, high=100_000, help="held-out tasks of each validation")
+    checkpoint_every: int = option(1000, positive=True, help="iterations between checkpoints")
     keep_checkpoints: int = option(3, low=0, help="step checkpoints kept besides last.pt and best.pt; "
                                                   "resume from any with --resume-from step-N")
-    device: str = "cpu"
+    device: str = option("cpu", help="cpu, cuda, cuda:N or mps")
     threads: int = option(0, low=0, help="torch intra-op threads; 0 keeps torch's default")
     compile: bool = option(False, help="fuse meta-gradient and optimizer step in one torch.compile graph "
                                        "(tens of seconds to compile; pays off for small models)")
@@ -60,13 +60,13 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    tasks: int = option(600, positive=True, high=100_000)
-    shots: list[int] = option([5, 10, 20], positive=True)
+    tasks: int = option(600, positive=True, high=100_000, help="test tasks of each evaluation setting")
+    shots: list[int] = option([5, 10, 20], positive=True, help="support examples (per class) of the settings")
     ways: list[int] = option([5, 20], low=2, help="classification families: classes per test episode")
-    queries: int = option(100, positive=True, high=100_000)
-    steps: int = option(10, low=0, high=10_000)
-    targets: list[float] = option([1.0, 0.5], positive=True)
-    seed: int = option(1234, low=0)
+    queries: int = option(100, positive=True, high=100_000, help="query examples (per class) per test task")
+    steps: int = option(10, low=0, high=10_000, help="adaptation steps of the learning-speed curves")
+    targets: list[float] = option([1.0, 0.5], positive=True, help="scores whose steps-to-reach are reported")
+    seed: int = option(1234, low=0, help="seeds the test tasks (the same for every method)")
 
     def validate(self, prefix: str) -> None:
         if not self.shots:
@@ -221,6 +221,10 @@ def resolve(raw: dict[str, Any], legacy: bool = False) -> Config:
     """A validated :class:`Config` from a recipe mapping (defaults for what it leaves out)."""
     for key in raw:
         if key not in SECTIONS:
+            owners = _sections_of(key, raw)
+            if owners:
+                raise UserError(f"unknown config key {key!r}; did you mean "
+                                f"{' or '.join(f'{o}.{key}' for o in owners)}?")
             raise unknown_key(key, list(SECTIONS))
     task = _section("task", raw.get("task"), DEFAULT_NAMES["task"], legacy)
     family = task.entry.target
@@ -234,6 +238,58 @@ def resolve(raw: dict[str, Any], legacy: bool = False) -> Config:
         loss=coerce(raw.get("loss"), str | None, "loss"),
     )
     return validate(config)
+
+
+def _sections_of(key: str, raw: dict) -> list[str]:
+    """The sections whose option a bare ``key`` is (``iterations`` → ``train``)."""
+    found = []
+    for kind in ("task", "model", "algorithm"):
+        data = raw.get(kind) if isinstance(raw.get(kind), dict) else {}
+        try:
+            entry = registry.lookup(kind, data.get(registry.NAME_KEY[kind]) or DEFAULT_NAMES.get(kind, "mlp"))
+        except UserError:
+            continue
+        if key in registry.option_names(entry):
+            found.append(kind)
+    found += [kind for kind, cls in (("train", TrainConfig), ("eval", EvalConfig))
+              if key in {f.name for f in dataclasses.fields(cls)}]
+    return found
+
+
+def describe_keys(config: Config) -> list[tuple[str, str, str, str, str]]:
+    """Every key of ``config``: (dotted key, type, value, allowed values, meaning) — what
+    ``metadapt config`` prints."""
+    rows = [("name", "str", config.name, "letters, digits, . _ + -", "the run folder runs/<name>"),
+            ("loss", "str | None", str(config.loss), "pkg.module:function",
+             "replaces the task family's loss")]
+    sections = [("task", config.task), ("model", config.model), ("algorithm", config.algorithm),
+                ("train", config.train), ("eval", config.eval)]
+    for kind, section in sections:
+        options = section.options if isinstance(section, Section) else section
+        if isinstance(section, Section):
+            key = registry.NAME_KEY[kind]
+            rows.append((f"{kind}.{key}", "str", section.name, ", ".join(registry.builtin_names(kind))
+                         + " or pkg.module:Class", f"the {kind} component"))
+        if not dataclasses.is_dataclass(options):
+            rows += [(f"{kind}.{k}", type(v).__name__, repr(v), "", "") for k, v in dict(options).items()]
+            continue
+        hints = get_type_hints(type(options))
+        for f in dataclasses.fields(options):
+            meta = f.metadata
+            allowed = []
+            if meta.get("choices"):
+                allowed.append("one of " + ", ".join(map(str, meta["choices"])))
+            if meta.get("positive"):
+                allowed.append("> 0")
+            if meta.get("low") is not None:
+                allowed.append(f">= {meta['low']:g}")
+            if meta.get("high") is not None:
+                allowed.append(f"<= {meta['high']:g}")
+            hint = hints.get(f.name, f.type)
+            kind_name = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            rows.append((f"{kind}.{f.name}", kind_name, repr(getattr(options, f.name)), ", ".join(allowed),
+                         meta.get("help", "")))
+    return rows
 
 
 def validate(config: Config) -> Config:

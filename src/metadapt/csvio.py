@@ -11,7 +11,6 @@ import torch
 from metadapt.errors import UserError
 from metadapt.files import atomic_write_text
 
-
 MAX_CSV_BYTES = 100_000_000
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 

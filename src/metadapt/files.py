@@ -13,10 +13,13 @@ import tempfile
 from pathlib import Path
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()  # read once, at import: setting it briefly is not thread-safe
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -25,7 +28,11 @@ def atomic_write_bytes(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        try:  # a replaced file keeps its permissions; a new one gets the umask's
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            mode = 0o666 & ~UMASK
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

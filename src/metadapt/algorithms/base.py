@@ -148,6 +148,12 @@ class Algorithm(nn.Module):
         return cls(parts.seeded(parts.model), **kwargs)
 
     @classmethod
+    def resume_fixed(cls, config) -> tuple[str, ...]:
+        """Settings a resume may normally change (``rundir.RESUMABLE``) that this method's numbers
+        depend on, so a resume must keep them (MAML++: ``train.iterations`` sets its schedule)."""
+        return ()
+
+    @classmethod
     def check_config(cls, config) -> None:
         """Refuse a recipe this method cannot run (called when the config is validated)."""
         if config.train.compile and not cls.compilable:

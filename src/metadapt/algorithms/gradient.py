@@ -47,6 +47,7 @@ from metadapt.algorithms.update_rules import UpdateRule
 from metadapt.errors import InvalidArgument, UserError
 from metadapt.options import option
 from metadapt.registry import lookup
+from metadapt.resources import FLOAT_BYTES, parameter_count
 
 STRATEGIES = ("auto", "vmap", "loop")
 
@@ -332,6 +333,16 @@ class GradientLearner(Algorithm):
                 f"{self.inner_steps} inner step(s)"
                 + (", first order" if self.first_order else "")
                 + (f", update rule {rule}" if rule != "SGD" else ""))
+
+    def memory_estimate(self, tasks: int, steps: int | None = None, trajectory: bool = False) -> float:
+        """Bytes that adapting ``tasks`` tasks for ``steps`` steps must hold at least: per task, the
+        fast parameters and their gradients at every step when second-order gradients keep the
+        graph (or the whole ``trajectory`` is kept), else at one step."""
+        steps = self.inner_steps if steps is None else steps
+        held = steps + 1 if trajectory or not self.first_order else 1
+        if self.strategy == "loop" and not trajectory:
+            tasks = 1  # meta_backward differentiates one task at a time
+        return float(tasks) * held * 2 * parameter_count(self.model) * FLOAT_BYTES
 
     # ----- adaptation at test time -----------------------------------------------------------
     def initial_params(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Params:

@@ -171,6 +171,11 @@ class MAMLPlusPlus(MAML):
                 f"{self.inner_steps} inner step(s), {', '.join(fixes)}; an epoch is {self.epoch_iterations} "
                 "meta-iterations")
 
+    @classmethod
+    def resume_fixed(cls, config) -> tuple[str, ...]:
+        """The cosine schedule's length is ``train.iterations``: extending a run would change its rates."""
+        return ("train.iterations",) if config.algorithm.cosine_meta_lr else ()
+
     def outer_step(self, config, context, device):
         """The gradient step with the cosine schedule of the meta learning rate, counting
         iterations in ``self.iteration`` (``training.steps.ScheduledStep``)."""

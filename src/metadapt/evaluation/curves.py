@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 from torch.func import vmap
-from tqdm.auto import tqdm
 
 from metadapt.algorithms import Algorithm
-from metadapt.evaluation.stats import mean_ci, steps_to_target
+from metadapt.evaluation.stats import mean_ci, paired_difference, steps_to_target
+from metadapt.progress import track
 from metadapt.tasks import TaskBatch, TaskFamily
 
 
@@ -41,8 +41,10 @@ def adaptation_curve(algorithm: Algorithm, batch: TaskBatch, steps: int, chunk: 
 def evaluate_learning_speed(methods: dict[str, Algorithm], settings: dict[str, TaskBatch], steps: int,
                             targets: list[float], progress: bool = True, family: TaskFamily | None = None,
                             metric: str | None = None) -> dict:
-    """Adaptation curves (mean and 95% CI over tasks) of every method in every setting, all
-    methods on the same tasks, plus the steps each needs to reach each target score. ``metric``
+    """Adaptation curves (mean and 95% Student-t CI over tasks) of every method in every setting, all
+    methods on the same tasks, plus the steps each needs to reach each target score, and the paired
+    difference of the first method against each other one (task by task, before adaptation and
+    after the last step). ``metric``
     names the score (``accuracy``: higher is better; ``mse`` or ``loss``: lower), by default the
     family's, or read from the labels."""
     if metric is None:
@@ -51,12 +53,14 @@ def evaluate_learning_speed(methods: dict[str, Algorithm], settings: dict[str, T
             "mse" if torch.is_floating_point(first.query_y) else "accuracy")
     results: dict = {"metric": metric, "steps": steps, "targets": targets, "settings": {}}
     jobs = [(label, name) for label in settings for name in methods]
-    for label, name in tqdm(jobs, desc="evaluate", disable=not progress, unit="curve"):
+    curves: dict = {}
+    for label, name in track(jobs, desc="evaluate", unit="curve", enabled=progress):
         batch = settings[label]
         algorithm = methods[name]
         if getattr(algorithm, "supports", lambda b: True)(batch) is False:
             continue
         curve = adaptation_curve(algorithm, batch, steps, family=family)
+        curves[label, name] = curve
         mean, ci = mean_ci(curve)
         entry = results["settings"].setdefault(label, {"tasks": batch.num_tasks,
                                                        "queries": batch.query_x.shape[1], "methods": {}})
@@ -67,4 +71,15 @@ def evaluate_learning_speed(methods: dict[str, Algorithm], settings: dict[str, T
                                                         higher_is_better=metric == "accuracy")
                                 for t in targets},
         }
+    first = next(iter(methods))
+    for (label, name), curve in curves.items():
+        if name == first or (label, first) not in curves:
+            continue
+        ours, theirs = curves[label, first], curve
+        last = min(ours.shape[1], theirs.shape[1]) - 1
+        ours, theirs = ours[:, [0, last] if last else [0]], theirs[:, [0, last] if last else [0]]
+        diffs = [paired_difference(ours[:, i], theirs[:, i]) for i in range(ours.shape[1])]
+        results["settings"][label].setdefault("paired", {})[name] = {
+            "against": first, "steps": [0, last] if last else [0],
+            "mean_difference": [d[0] for d in diffs], "ci95": [d[1] for d in diffs]}
     return results

@@ -8,11 +8,12 @@ import torch
 
 from metadapt.algorithms import Algorithm, GradientLearner
 from metadapt.build import build_scratch
+from metadapt.errors import UserError
 from metadapt.evaluation.curves import evaluate_learning_speed
 from metadapt.evaluation.plots import plot_adaptation_curves, plot_training_curve
 from metadapt.evaluation.report import write_report
-from metadapt.errors import UserError
 from metadapt.files import atomic_write_text, strict_json
+from metadapt.resources import refuse_unless_fits
 from metadapt.training import rundir
 from metadapt.training.run import Run
 
@@ -39,6 +40,7 @@ def _scratch(runs: list[Run]) -> GradientLearner | None:
 
 
 MAX_TASKS, MAX_STEPS = 100_000, 10_000
+CHUNK = 100  # tasks adapted at once by evaluation.curves.adaptation_curve
 
 
 def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, steps: int | None = None,
@@ -64,6 +66,14 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
             raise UserError(f"--compare {str(other.path)!r} was trained on other environments "
                             f"({other.config.task.to_dict()}) than {str(run.path)!r}; compare agents of one "
                             "task")
+    steps_asked = run.config.eval.steps if steps is None else int(steps)
+    for other in (run, *compare):
+        estimate = getattr(other.algorithm, "memory_estimate", None)
+        if estimate is not None:
+            chunk = min(CHUNK, run.config.eval.tasks if tasks is None else int(tasks))
+            refuse_unless_fits(estimate(chunk, steps_asked, trajectory=True), other.device,
+                               f"evaluating {steps_asked} adaptation steps of {chunk} tasks at a time",
+                               "lower --steps")
     with rundir.locked(run.path, "eval"), rundir.staged(run.path) as stage:
         run.out = stage
         try:

@@ -61,6 +61,24 @@ def speed_table(results: dict, markdown: bool = True) -> str:
     return "\n".join(_render(head, rows, markdown))
 
 
+def paired_table(results: dict, markdown: bool = True) -> str:
+    """The first method minus each other one on the same tasks (mean difference and its 95% CI):
+    a difference whose interval excludes 0 is one the evaluation resolves."""
+    metric = results["metric"]
+    scale, unit = (100, " (points)") if metric == "accuracy" else (1, "")
+    rows = []
+    for label, entry in results["settings"].items():
+        for name, d in entry.get("paired", {}).items():
+            cells = [f"{scale * m:+.3f} ± {scale * c:.3f}" if metric != "accuracy" else
+                     f"{scale * m:+.1f} ± {scale * c:.1f}" for m, c in zip(d["mean_difference"], d["ci95"])]
+            cells += [""] * (2 - len(cells))
+            rows.append([label, f"{d['against']} − {name}"] + cells)
+    if not rows:
+        return ""
+    head = ["setting", f"paired difference{unit}", "before adapting", "after the last step"]
+    return "\n".join(_render(head, rows, markdown))
+
+
 def adapts_with(name: str, algorithm) -> str | None:
     """How a gradient-based method takes its steps, in the report's words (``None``: no steps)."""
     rule, inner_lr = getattr(algorithm, "update_rule", None), getattr(algorithm, "inner_lr", None)
@@ -106,7 +124,7 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
     adapts = f"each with its own update rule ({'; '.join(ways)})" if ways else "with their own update rules"
     lines += [
         "",
-        f"## Query {score} after adaptation (mean ± 95% CI over test tasks)",
+        f"## Query {score} after adaptation (mean ± 95% Student-t CI over test tasks)",
         "",
         f"Gradient-based methods are adapted {adapts} "
         "on the same test tasks; `scratch` starts each task from a fresh random initialization; metric-based "
@@ -117,6 +135,13 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
         "",
         speed_table(results),
         "",
+    ]
+    paired = paired_table(results)
+    if paired:
+        lines += ["## Paired comparison on the same tasks (mean difference ± 95% CI)", "",
+                  "Each method is scored on the same test tasks, so the difference is taken task by task; "
+                  "an interval that excludes 0 is a difference this evaluation resolves.", "", paired, ""]
+    lines += [
         "## Figures",
         "",
     ]

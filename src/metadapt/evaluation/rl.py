@@ -13,7 +13,6 @@ from pathlib import Path
 
 import matplotlib
 import torch
-from tqdm.auto import tqdm
 
 from metadapt.algorithms.rl.bandit_strategies import STRATEGIES
 from metadapt.algorithms.rl.gittins import finite_horizon_gittins
@@ -23,6 +22,7 @@ from metadapt.evaluation.plots import plot_training_curve
 from metadapt.evaluation.stats import mean_ci
 from metadapt.experience import rollout
 from metadapt.files import atomic_write_text, strict_json
+from metadapt.progress import track
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -115,7 +115,7 @@ def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True
     results = {"kind": "reinforcement", "family": run.config.task.family, "tasks": tasks, "seed": cfg.seed,
                "episodes": episodes, "horizon": env.horizon, "unit": family.trial_unit, "methods": {}}
     jobs = list(agents) + list(baselines)
-    for name in tqdm(jobs, desc="evaluate", disable=not progress, unit="method"):
+    for name in track(jobs, desc="evaluate", unit="method", enabled=progress):
         g = torch.Generator().manual_seed(cfg.seed + 1)
         if name in agents:
             rewards = agents[name].play(env, g, trials=1).rewards[:, 0].cpu()
@@ -168,7 +168,7 @@ def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: boo
                "episodes": 1, "horizon": env.horizon, "unit": "adaptation steps", "steps": steps,
                "methods": {}}
     paths = {}
-    for name in tqdm(list(agents), desc="evaluate", disable=not progress, unit="method"):
+    for name in track(list(agents), desc="evaluate", unit="method", enabled=progress):
         g = torch.Generator().manual_seed(cfg.seed + 1)
         returns, trajs = agents[name].adaptation_returns(env, steps, g)
         mean, ci = mean_ci(returns.cpu())

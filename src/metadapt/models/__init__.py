@@ -2,10 +2,10 @@
 a recipe's ``model:`` section (``from_options``) with the input shape and outputs the task
 family gives."""
 from metadapt.models.conv4 import Conv4
+from metadapt.models.gaussian_policy import GaussianPolicy
 from metadapt.models.given import GivenModel
 from metadapt.models.mlp import MLP
 from metadapt.models.point import Point
-from metadapt.models.gaussian_policy import GaussianPolicy
 from metadapt.models.recurrent import RecurrentPolicy
 
 __all__ = ["MLP", "Conv4", "GivenModel", "Point", "RecurrentPolicy", "GaussianPolicy"]

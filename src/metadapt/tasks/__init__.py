@@ -1,10 +1,10 @@
 """Where tasks come from: task sources (``sample(n, generator) -> TaskBatch``) and the task
 families that build them from a recipe."""
 from metadapt.tasks.batch import TaskBatch, TaskSource
+from metadapt.tasks.digits import DigitsFamily, DigitsTasks
 from metadapt.tasks.family import GivenTasks, TaskFamily
 from metadapt.tasks.omniglot import OmniglotFamily
 from metadapt.tasks.quadratic import QuadraticFamily, QuadraticTasks
-from metadapt.tasks.digits import DigitsFamily, DigitsTasks
 from metadapt.tasks.sinusoid import PRESETS as SINUSOID_PRESETS
 from metadapt.tasks.sinusoid import SinusoidFamily, SinusoidTasks
 

@@ -4,6 +4,7 @@ overlapping another), of a standard dtype; the model's and the optimizer's tenso
 the shapes and dtypes the run's algorithm has (``restore_state``, ``check_optimizer_state``)."""
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -101,7 +102,7 @@ def read_step(path: Path) -> int | None:
     """The step a checkpoint was written at, or None if it cannot be read."""
     try:
         step = load_checkpoint(path).get("step")
-        return int(step) if isinstance(step, (int, float)) else None
+        return int(step) if isinstance(step, (int, float)) and math.isfinite(step) and step >= 0 else None
     except UserError:
         return None
 

@@ -54,6 +54,9 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
             what = "does not exist" if not run_dir.exists() else "is not a run (no config.yaml)"
             raise UserError(f"cannot resume: {str(run_dir)!r} {what}; drop --resume to start a new run")
         read_run_config(run_dir)
+        if not rundir.is_run_config(config_path(run_dir)):
+            raise UserError(f"cannot resume: {str(run_dir)!r} is not a metadapt run (its config.yaml is not "
+                            "one metadapt wrote, e.g. a recipe); train into another --run-dir")
         return
     if not run_dir.is_dir() or not any(p.name != ".lock" for p in run_dir.iterdir()):
         return
@@ -68,6 +71,9 @@ def prepare_run_dir(run_dir: Path, config: dict, resume: bool, overwrite: bool) 
     record the resolved config (``Config.to_dict()``)."""
     if not resume and overwrite:
         rundir.clear_for_overwrite(run_dir)
+    elif not resume and any(p.name != ".lock" for p in run_dir.iterdir()):  # written since check_run_dir
+        raise UserError(f"run directory {str(run_dir)!r} was written by another process meanwhile; choose "
+                        "another --run-dir")
     for torn in checkpoint_path(run_dir).parent.glob(".*.tmp"):  # left by a crash mid-write
         torn.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,10 +179,13 @@ class Run:
         if tuple(x.shape[1:]) != shape or x.shape[0] == 0:
             raise UserError(f"support_x has shape {tuple(x.shape)}; this run takes "
                             f"[S, {', '.join(map(str, shape))}] with S ≥ 1 examples")
-        if len(y) != len(x):
-            raise UserError(f"support_x has {len(x)} examples but support_y {len(y)}")
-        if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64, torch.uint8)):
-            raise UserError(f"support_x must hold numbers, got {x.dtype}")
+        if y.dim() == 0 or len(y) != len(x):
+            given = len(y) if y.dim() else "one value"
+            raise UserError(f"support_x has {len(x)} examples but support_y {given}")
+        integers = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+        for name, t in (("support_x", x), ("support_y", y)):
+            if t.is_complex() or not (t.is_floating_point() or t.dtype in integers):
+                raise UserError(f"{name} must hold real numbers, got {t.dtype}")
         x = x.to(dtype)
         if not bool(torch.isfinite(x).all()):
             raise UserError("support_x holds NaN or infinite values")

@@ -19,56 +19,100 @@ import os
 import re
 import shutil
 import socket
+import stat
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import yaml
-
 from metadapt.errors import UserError
 
 #: what metadapt writes into a run directory; anything else makes it "not a run"
 RUN_ENTRIES = {"config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "plots", "report.md", "eval",
-               "optimizers.md", ".lock"}
+               "optimizers.md", "optimizers.json", "optimizers.png", ".lock"}
 #: settings a resume may change; every other change is refused before the run is touched
 RESUMABLE = ("train.iterations", "train.time_limit_s", "train.log_every", "train.val_every",
              "train.checkpoint_every", "train.keep_checkpoints", "train.threads", "train.device",
-             "train.keep_freed_memory", "train.on_nonfinite", "name", "eval.")
+             "train.keep_freed_memory", "train.on_nonfinite", "task.data_dir", "task.download", "name",
+             "eval.")
 STEP_NAME = re.compile(r"step-(\d{8})\.pt")
 
 
-def _transient(name: str) -> bool:
-    """Temporary files of an interrupted atomic write or evaluation."""
-    return name.startswith(".") and (name.endswith(".tmp") or name.startswith(".eval-"))
+#: what metadapt writes inside the folders of a run (anything else there is the user's)
+INSIDE = {"checkpoints": re.compile(r"(step-\d{8}|last|best)\.pt|superseded-[\w.+-]+"
+                                    r"|\.(step-\d{8}|last|best)\.pt\.\w+\.tmp|\.last\.pt\.\d+\.tmp"),
+          "eval": re.compile(r"results\.json|\.results\.json\.\w+\.tmp"),
+          "plots": re.compile(r"(adaptation_curves|training_curve|example_fits_[\w-]+|example_episodes|"
+                              r"trial_curves|adaptation_returns|paths)\.png|\.[\w.-]+\.png\.\w+\.tmp")}
+TEMPORARY = re.compile(r"\.(config\.yaml|metrics\.jsonl|summary\.json|report\.md)\.\w+\.tmp")
+#: the keys of a resolved config's train section, which a hand-written recipe rarely lists in full
+RESOLVED_TRAIN = {"iterations", "meta_batch_size", "meta_lr", "optimizer", "seed", "log_every", "val_every",
+                  "val_tasks", "checkpoint_every", "device", "threads"}  # every version has written these
+
+
+def _ours(path: Path) -> bool:
+    """Whether ``path`` (an entry of a run directory) is something metadapt writes."""
+    name = path.name
+    if path.is_symlink():
+        return False
+    if name.startswith(".eval-"):
+        return path.is_dir()
+    if TEMPORARY.fullmatch(name):
+        return path.is_file()
+    if name in INSIDE:
+        return path.is_dir() and all(INSIDE[name].fullmatch(p.name) and (p.is_dir() or p.is_file())
+                                     and not p.is_symlink() for p in path.iterdir())
+    return name in RUN_ENTRIES and path.is_file()
 
 
 def foreign_entries(run_dir: Path) -> list[str]:
-    """Entries of ``run_dir`` that metadapt did not write (empty for a run or an empty folder)."""
-    return sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir()
-                  if p.name not in RUN_ENTRIES and not _transient(p.name))
+    """Entries of ``run_dir`` that metadapt did not write, or that hold what it did not write
+    (empty for a run or an empty folder)."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in run_dir.iterdir() if not _ours(p))
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.yaml`` that metadapt wrote: a resolved config (all sections, the
+    train section in full), not a hand-written recipe that happens to be named so."""
+    from metadapt.config import SECTIONS, read_text_file, read_yaml
+
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        data = read_yaml(read_text_file(path, "run config"), "run config")
+    except UserError:
+        return False
+    return (isinstance(data, dict) and {"name", "task", "model", "algorithm", "train", "eval"} <= set(data)
+            and set(data) <= set(SECTIONS) and isinstance(data["train"], dict)
+            and RESOLVED_TRAIN <= set(data["train"]))
 
 
 def is_run(run_dir: Path) -> bool:
-    path = run_dir / "config.yaml"
-    if not path.is_file() or foreign_entries(run_dir):
-        return False
-    try:
-        return isinstance(yaml.safe_load(path.read_text()), dict)
-    except (yaml.YAMLError, UnicodeDecodeError, OSError):
-        return False
+    """A folder holding only what metadapt writes, with a ``config.yaml`` metadapt wrote."""
+    return not foreign_entries(run_dir) and is_run_config(run_dir / "config.yaml")
 
 
 def check_writable_place(run_dir: Path) -> None:
-    """Refuse a ``run_dir`` that is a file, or whose nearest existing folder cannot be written."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"{str(run_dir)!r} is a file, not a run directory; choose another --run-dir")
-    probe = run_dir
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write in {str(probe)!r} (permission denied); choose another --run-dir or "
-                        "fix the folder's permissions")
+    """Refuse a ``run_dir`` that is a file, a dangling link, too long a name, under a file, or whose
+    nearest existing folder cannot be written."""
+    try:
+        if run_dir.is_symlink() and not run_dir.exists():
+            raise UserError(f"{str(run_dir)!r} is a link to a folder that does not exist; choose another "
+                            "--run-dir or create its target")
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"{str(run_dir)!r} is a file, not a run directory; choose another --run-dir")
+        probe = run_dir
+        while not probe.exists() and not probe.is_symlink():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise UserError(f"cannot make {str(run_dir)!r}: {str(probe)!r} is a file, not a folder; choose "
+                            "another --run-dir")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write in {str(probe)!r} (permission denied); choose another --run-dir "
+                            "or fix the folder's permissions")
+    except OSError as err:
+        raise UserError(f"cannot use {str(run_dir)[:120]!r} as a run directory ({err.strerror}); choose "
+                        "another --run-dir") from None
 
 
 def refuse_unless_run(run_dir: Path) -> None:
@@ -98,19 +142,26 @@ def clear_for_overwrite(run_dir: Path) -> None:
 @contextmanager
 def locked(run_dir: Path, what: str):
     """Hold ``run_dir``'s writer lock (creating the folder) for the body, or refuse with the holder."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    fix = ("copy the run somewhere writable" if what == "eval"
+           else "choose another --run-dir or fix the folder's permissions")
     path = run_dir / ".lock"
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except OSError as err:
-        raise UserError(f"cannot write in {str(run_dir)!r} ({err.strerror}); choose another --run-dir or fix "
-                        "the folder's permissions") from None
+        if err.errno == errno.ELOOP:
+            raise UserError(f"{str(path)!r} is a link; a run's lock file must be its own file — delete the "
+                            "link (it is not the run's)") from None
+        raise UserError(f"cannot write in {str(run_dir)!r} ({err.strerror}); {fix}") from None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserError(f"{str(path)!r} is not a plain file; delete it (it is not the run's)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
+                raise UserError(f"cannot lock {str(path)!r} ({err.strerror}; a file system without locks?); "
+                                "use a run directory on a local disk") from None
             holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
             raise UserError(f"run directory {str(run_dir)!r} is in use by {holder}; wait for it to finish "
                             "(or stop it), or choose another --run-dir") from None
@@ -134,8 +185,13 @@ def staged(run_dir: Path):
     ``run_dir`` (``eval/results.json``, ``plots/…``, ``report.md``); the folder is removed either way."""
     import tempfile
 
+    for name in ("eval", "plots", "report.md"):
+        if (run_dir / name).is_symlink():
+            raise UserError(f"{str(run_dir / name)!r} is a link; evaluation writes its outputs into the run "
+                            "itself — replace the link with a folder")
     for stale in run_dir.glob(".eval-*"):  # left by an evaluation killed outright (the lock is ours now)
-        shutil.rmtree(stale, ignore_errors=True)
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     try:
         stage = Path(tempfile.mkdtemp(dir=run_dir, prefix=".eval-"))
     except OSError as err:
@@ -226,8 +282,12 @@ def supersede(run_dir: Path, step: int, source: Path) -> Path | None:
         if not (last.is_file() and last.samefile(source)):
             link_last(run_dir, source)
         return None
-    target = folder / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}-from-step-{step}"
-    target.mkdir(parents=True, exist_ok=False)
+    stem = folder / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}-from-step-{step}"
+    target, n = stem, 1
+    while target.exists():
+        n += 1
+        target = stem.with_name(f"{stem.name}-{n}")
+    target.mkdir(parents=True)
     for path in later:
         os.replace(path, target / path.name)
     if metrics.is_file():
@@ -252,17 +312,21 @@ def resumable(key: str) -> bool:
     return any(key == r or (r.endswith(".") and key.startswith(r)) for r in RESUMABLE)
 
 
-def check_resume_changes(saved: dict, wanted: dict) -> None:
-    """Refuse a resume whose config differs from the run's saved one outside :data:`RESUMABLE`."""
+def check_resume_changes(saved: dict, wanted: dict, fixed: tuple[str, ...] = ()) -> None:
+    """Refuse a resume whose config differs from the run's saved one outside :data:`RESUMABLE`, or in
+    one of ``fixed`` (settings the run's algorithm depends on, e.g. MAML++'s schedule length)."""
     old, new = _flatten(saved), _flatten(wanted)
-    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and not resumable(k)]
+    changed = [k for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k) and (not resumable(k) or k in fixed)]
     if changed:
         shown = "; ".join(f"{k}: {_short(old.get(k))} → {_short(new.get(k))}" for k in changed[:3])
         more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+        allowed = ", ".join(r + ("*" if r.endswith(".") else "") for r in RESUMABLE if r not in fixed)
+        why = (f" ({', '.join(k for k in changed if k in fixed)} shapes this algorithm's schedule)"
+               if any(k in fixed for k in changed) else "")
         raise UserError(
-            f"a resume cannot change {shown}{more}; it may change only train.iterations, time_limit_s, "
-            "log_every, val_every, checkpoint_every, keep_checkpoints, threads, device, on_nonfinite and "
-            "eval.*. Drop those overrides, or start a new run with them (another --run-dir)")
+            f"a resume cannot change {shown}{more}{why}; it may change only {allowed}. Drop those overrides, "
+            "or start a new run with them (another --run-dir)")
 
 
 def _short(value, limit: int = 40) -> str:

@@ -12,18 +12,17 @@ SIGINT / SIGTERM finish the current step, save a checkpoint and raise :class:`In
 """
 from __future__ import annotations
 
-import os
 import math
+import os
 import signal
+import sys
 import time
 from collections.abc import Callable
-import sys
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from metadapt.algorithms import Algorithm
 from metadapt.allocator import keep_freed_memory
@@ -31,15 +30,21 @@ from metadapt.build import build_algorithm, build_family
 from metadapt.config import Config, Section
 from metadapt.errors import UserError
 from metadapt.files import atomic_write_text, strict_json
+from metadapt.progress import progress as progress_bar
 from metadapt.registry import import_path, lookup
+from metadapt.resources import refuse_unless_fits
 from metadapt.tasks import GivenTasks, TaskBatch, TaskFamily, TaskSource
 from metadapt.tasks.family import GivenOptions
-from metadapt.training import distributed
-from metadapt.training import rundir
-from metadapt.training.checkpoint import (check_optimizer_state, load_checkpoint, read_step,
-                                          save_checkpoint)
-from metadapt.training.run import (check_run_dir, checkpoint_path, prepare_run_dir, read_run_config,
-                                   restore_state, truncate_metrics)
+from metadapt.training import distributed, rundir
+from metadapt.training.checkpoint import check_optimizer_state, load_checkpoint, read_step, save_checkpoint
+from metadapt.training.run import (
+    check_run_dir,
+    checkpoint_path,
+    prepare_run_dir,
+    read_run_config,
+    restore_state,
+    truncate_metrics,
+)
 from metadapt.training.steps import build_optimizer, build_outer_step  # noqa: F401  (build_optimizer: API)
 
 VAL_SEED_OFFSET = 10_007  # validation tasks come from their own stream, never the training one
@@ -154,26 +159,43 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
     # ---- everything the run needs, built and checked before any file is written -----------------
     family = build_family(config, given_tasks)
     val_tasks, train_tasks = family.tasks("val"), family.tasks("train")
+    if not getattr(family, "reinforcement", False):
+        family.eval_settings(config.eval)  # refuses now, not after training, what evaluation cannot draw
     recorded = config.to_dict()  # the device as the user wrote it, not this process's
     device = distributed.process_device(cfg.device, context)
     cfg.device = str(device)
     algorithm = build_algorithm(config, family, model=given_model, loss=given_loss)
     outer = build_outer_step(config, algorithm, context, device)
+    estimate = getattr(algorithm, "memory_estimate", None)
+    if estimate is not None:  # tasks differentiated at once: one shard of the meta-batch (see distributed.py)
+        at_once = math.ceil(cfg.meta_batch_size / max(cfg.grad_shards, context.world_size, 1))
+        refuse_unless_fits(estimate(at_once), device, f"a meta-step of {config.algorithm.name}",
+                           "set train.grad_shards to differentiate the meta-batch in slices (the same "
+                           "numbers), or lower algorithm.inner_steps or train.meta_batch_size")
 
     # ---- the run directory: checked, locked, then (re)written — never before all of the above ------
-    if context.is_main:
-        check_run_dir(run_dir, resume, overwrite)
-    start_from = _resume_point(run_dir, recorded, resume_from) if resume else None
-    with rundir.locked(run_dir, "train") if context.is_main else nullcontext():
+    with ExitStack() as stack:
+        refusal = None
+        try:
+            if context.is_main:
+                check_run_dir(run_dir, resume, overwrite)
+            start_from = _resume_point(run_dir, config, recorded, resume_from) if resume else None
+            if context.is_main:
+                stack.enter_context(rundir.locked(run_dir, "train"))
+        except UserError as err:
+            refusal = err
+        # every process learns of a refusal (checked by rank 0 alone) before any waits for the others
+        if distributed.agree(context, {"refused": refusal is not None})["refused"] > 0:
+            raise refusal or UserError("refused by the main process")
         return _train_locked(config, run_dir, recorded, resume, overwrite, progress, context, val_tasks,
                              train_tasks, device, algorithm, outer, start_from)
 
 
-def _resume_point(run_dir: Path, recorded: dict, resume_from: str | None) -> Path | None:
+def _resume_point(run_dir: Path, config: Config, recorded: dict, resume_from: str | None) -> Path | None:
     """The checkpoint a resume continues from, after refusing a config change a resume cannot make;
     None for a run killed before its first checkpoint (it starts again from step 0)."""
     saved = read_run_config(run_dir)
-    rundir.check_resume_changes(saved.to_dict(), recorded)
+    rundir.check_resume_changes(saved.to_dict(), recorded, config.algorithm.entry.target.resume_fixed(config))
     if resume_from is not None:
         return rundir.checkpoint_choice(run_dir, resume_from)
     last = checkpoint_path(run_dir, "last")
@@ -237,8 +259,8 @@ def _train_locked(config, run_dir, recorded, resume, overwrite, progress, contex
 
     # ---- the loop -----------------------------------------------------------------------------------
     total = cfg.iterations
-    bar = tqdm(total=total, initial=step, desc=f"meta-train {config.algorithm.name}",
-               disable=not (progress and context.is_main), dynamic_ncols=True, unit="it")
+    bar = progress_bar(total, initial=step, desc=f"meta-train {config.algorithm.name}", unit="it",
+                       enabled=progress and context.is_main)
     started, started_step = time.perf_counter(), step
     running, last_val = None, None
     log = open(metrics_path, "a") if context.is_main else None
@@ -266,7 +288,8 @@ def _train_locked(config, run_dir, recorded, resume, overwrite, progress, contex
                     raise NonFiniteError(
                         f"non-finite meta-loss or meta-gradient at step {step + 1} (loss {flags['loss']}); "
                         f"stopped; the last good checkpoint is kept ({kept}). "
-                        "Lower train.meta_lr or algorithm.inner_lr, or set train.on_nonfinite=skip")
+                        "Resume with train.on_nonfinite=skip to skip such steps, or start a new run "
+                        "(--overwrite or another --run-dir) with a lower train.meta_lr or algorithm.inner_lr")
                 if fault:
                     skipped += 1
                     outer.discard()
