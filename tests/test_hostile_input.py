@@ -271,7 +271,7 @@ def test_adaptation_can_keep_only_its_end(strategy, runs):
 def test_an_evaluation_that_cannot_fit_is_refused_before_it_starts(runs, tmp_path, capsys, monkeypatch):
     import metadapt.resources as resources
 
-    monkeypatch.setattr(resources, "available_bytes", lambda device: 10_000_000)
+    monkeypatch.setattr(resources, "available_bytes", lambda device: 1_000_000)
     run = copy_run(runs, tmp_path)
     before = checksums(run)
     assert main(["eval", str(run), "--steps", "10000", "--no-progress"]) == 2

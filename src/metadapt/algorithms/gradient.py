@@ -337,12 +337,16 @@ class GradientLearner(Algorithm):
     def memory_estimate(self, tasks: int, steps: int | None = None, trajectory: bool = False) -> float:
         """Bytes that adapting ``tasks`` tasks for ``steps`` steps must hold at least: per task, the
         fast parameters and their gradients at every step when second-order gradients keep the
-        graph (or the whole ``trajectory`` is kept), else at one step."""
+        graph, else at one step; with the whole ``trajectory`` kept (evaluation), every step's
+        parameters and one gradient."""
         steps = self.inner_steps if steps is None else steps
-        held = steps + 1 if trajectory or not self.first_order else 1
-        if self.strategy == "loop" and not trajectory:
+        params = parameter_count(self.model) * FLOAT_BYTES
+        if trajectory:  # every step's parameters, and one gradient at a time
+            return float(tasks) * (steps + 2) * params
+        if self.strategy == "loop":
             tasks = 1  # meta_backward differentiates one task at a time
-        return float(tasks) * held * 2 * parameter_count(self.model) * FLOAT_BYTES
+        held = 1 if self.first_order else steps + 1
+        return float(tasks) * held * 2 * params
 
     # ----- adaptation at test time -----------------------------------------------------------
     def initial_params(self, support_x: torch.Tensor, support_y: torch.Tensor) -> Params:

@@ -249,6 +249,8 @@ def kept_names(run_dir: Path) -> list[str]:
 def checkpoint_choice(run_dir: Path, which: str) -> Path:
     """``which`` (``last``, ``best``, ``step-N`` / ``N``, or a path to a ``.pt`` file) as a path."""
     text = str(which).strip()
+    if text not in ("last", "best") and Path(text).expanduser().is_file():
+        return Path(text).expanduser()  # a file that exists is read as one, whatever its name
     number = re.fullmatch(r"(?:step-?)?(\d{1,12})(?:\.pt)?", text)
     if number:
         text = step_name(int(number.group(1)))[:-3]
