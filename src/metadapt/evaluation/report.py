@@ -140,7 +140,9 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
     if paired:
         lines += ["## Paired comparison on the same tasks (mean difference ± 95% CI)", "",
                   "Each method is scored on the same test tasks, so the difference is taken task by task; "
-                  "an interval that excludes 0 is a difference this evaluation resolves.", "", paired, ""]
+                  "an interval that excludes 0 is a difference this evaluation resolves ("
+                  + ("positive: the first method is more accurate" if results["metric"] == "accuracy"
+                     else "negative: the first method's error is lower") + ").", "", paired, ""]
     lines += [
         "## Figures",
         "",
