@@ -87,7 +87,8 @@ CASES = {
     "resume nothing": (lambda r, t: ["train", "--resume", "--run-dir", str(t / "none")],
                        "does not exist; train one with"),
     # CSV input to adapt
-    "csv wrong columns": (lambda r, t: adapt(r, t, support="1,2,3\n"), "line 1 has 3 columns; expected 2"),
+    "csv wrong columns": (lambda r, t: adapt(r, t, support="1,2,3\n"),
+                          "has 3 columns; expected 2 (1 input(s), then 1 target(s))"),
     "csv non-numeric": (lambda r, t: adapt(r, t, support="x,y\n1,2\n3,abc\n"),
                         "line 3 has a non-numeric cell 'abc'"),
     "csv nan": (lambda r, t: adapt(r, t, support="1,2\n3,NaN\n"), "line 2 has a non-finite value 'NaN'"),

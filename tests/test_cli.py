@@ -53,7 +53,8 @@ def test_train_eval_adapt_happy_path(run_dir, tmp_path, capsys):
     assert "3 predictions written" in capsys.readouterr().out
     assert main(["adapt", str(run_dir), "--support", str(support), "--query", str(support)]) == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith("x,prediction\n") and "query MSE:" in captured.err
+    assert captured.out.startswith("x,y,prediction\n")  # the user's columns, then the predictions
+    assert "query MSE:" in captured.err
 
 
 def test_train_resume_extends_a_run(run_dir, tmp_path):

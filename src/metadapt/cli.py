@@ -93,7 +93,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from metadapt.csvio import read_table, write_predictions
+    from metadapt.csvio import column_names, read_table, split_columns, write_table
     from metadapt.training import load
     from metadapt.training.run import check_steps
 
@@ -110,23 +110,27 @@ def cmd_adapt(args) -> int:
                             "folder")
     steps = check_steps(args.steps)
     run = load(args.run)
-    if run.family.classification or tuple(run.family.input_shape) != (1,):
-        raise UserError(f"adapt reads CSV regression tasks with one input column; {args.run!r} is a "
+    if run.family.classification or len(run.family.input_shape) != 1:
+        raise UserError(f"adapt reads CSV regression tasks (rows of numbers); {args.run!r} is a "
                         f"{run.config.task.family} run (use the Python API: "
                         "metadapt.load(run).adapt(support_x, support_y))")
-    n_in, n_out = 1, 1
-    support, _ = read_table(args.support, (n_in + n_out,), "support")
-    query, _ = read_table(args.query, (n_in, n_in + n_out), "query")
-    adapted = run.adapt(support[:, :n_in], support[:, n_in:], steps=steps, keep_steps=False)
-    prediction = adapted.predict(query[:, :n_in].to(run.device)).cpu()
-    text = write_predictions(args.output, query[:, :n_in], prediction)
+    n_in, n_out = int(run.family.input_shape[0]), int(run.family.outputs)
+    support, support_header = read_table(args.support, None, "support")
+    sx, sy = split_columns(support, support_header, n_in, n_out, args.support, "support", True)
+    query, query_header = read_table(args.query, None, "query")
+    qx, qy = split_columns(query, query_header, n_in, n_out, args.query, "query", False)
+    steps = run.config.eval.steps if steps is None else steps  # as evaluation adapts, by default
+    adapted = run.adapt(sx, sy, steps=steps, keep_steps=False)
+    prediction = adapted.predict(qx.to(run.device)).cpu()
+    header = query_header or (column_names("x", n_in) + (column_names("y", n_out) if qy is not None else []))
+    text = write_table(args.output, header, query, prediction)
     if args.output is None:
         sys.stdout.write(text)
     else:
-        print(f"adapted on {len(support)} support points for {adapted.steps} step(s); "
-              f"{len(query)} predictions written to {args.output}")
-    if query.shape[1] == n_in + n_out:
-        mse = float(torch.nn.functional.mse_loss(prediction, query[:, n_in:]))
+        print(f"adapted on {len(sx)} support examples for {adapted.steps} step(s); "
+              f"{len(qx)} predictions written to {args.output}")
+    if qy is not None:
+        mse = float(torch.nn.functional.mse_loss(prediction, qy))
         print(f"query MSE: {mse:.4f}", file=sys.stderr if args.output is None else sys.stdout)
     return 0
 
@@ -220,9 +224,13 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("adapt", parents=[common],
                        help="adapt a trained run to a new task given as CSV and predict")
     p.add_argument("run", help="the run directory of a regression run")
-    p.add_argument("--support", required=True, help="CSV with columns x,y (one row per support example)")
-    p.add_argument("--query", required=True, help="CSV with column x (or x,y to also report the MSE)")
-    p.add_argument("--steps", type=int, help="adaptation steps (default: the run's inner_steps)")
+    p.add_argument("--support", required=True,
+                   help="CSV, one row per support example: x (or x1…xd) then y (or y1…yk); a header naming "
+                        "them may give them in any order")
+    p.add_argument("--query", required=True,
+                   help="CSV of the inputs to predict (and, optionally, their targets to report the MSE); "
+                        "its columns are repeated beside the predictions")
+    p.add_argument("--steps", type=int, help="adaptation steps (default: the run's eval.steps)")
     p.add_argument("--output", help="write predictions here (default: standard output)")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.set_defaults(func=cmd_adapt)
