@@ -38,6 +38,14 @@ def test_founding_preset_samples_x_in_minus_pi_pi():
     assert b.support_x.abs().max() > 2.5  # actually spans the range
 
 
+def test_each_preset_follows_its_source_phase_convention():
+    """MAML's code: A·sin(x − φ); the founding article: A·sin(x + φ)."""
+    for name, sign in (("maml", -1), ("founding", 1)):
+        b = SinusoidTasks.preset(name, shots=20).sample(8, torch.Generator().manual_seed(1))
+        a, phase = b.info["amplitude"].view(-1, 1, 1), b.info["phase"].view(-1, 1, 1)
+        assert torch.allclose(b.support_y, a * torch.sin(b.support_x + sign * phase), atol=1e-6)
+
+
 def test_unknown_preset_and_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="unknown sinusoid preset 'nope'"):
         SinusoidTasks.preset("nope")

@@ -53,6 +53,9 @@ class TrainConfig:
     grad_shards: int = option(0, low=0,
                               help="meta-gradient slices summed in order (0: one per process); results "
                                    "are bit-identical for any number of processes dividing it")
+    loggers: list[str] = option([], choices=("tensorboard", "wandb"),
+                                help="also log to TensorBoard (RUN/tensorboard) and/or Weights & Biases; "
+                                     "metrics.jsonl is always written")
     keep_freed_memory: bool = option(True,
                                      help="CPU (glibc): reuse freed tensor memory instead of page-faulting "
                                           "it in again every step (metadapt/allocator.py)")

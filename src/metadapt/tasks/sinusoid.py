@@ -1,9 +1,10 @@
 """Sine-wave regression tasks (Finn et al., 2017, "Model-Agnostic Meta-Learning", §5.1).
 
-Each task is a curve ``y = A · sin(x − φ)`` with amplitude ``A ~ U[a_lo, a_hi]`` and phase
-``φ ~ U[p_lo, p_hi]``; inputs ``x ~ U[x_lo, x_hi]``. The MAML paper uses
-``A ∈ [0.1, 5.0]``, ``φ ∈ [0, π]``, ``x ∈ [−5, 5]`` (preset ``"maml"``, the default); the
-founding article samples ``x ∈ [−π, π]`` (preset ``"founding"``).
+Each task is a curve ``y = A · sin(x ∓ φ)`` with amplitude ``A ~ U[a_lo, a_hi]`` and phase
+``φ ~ U[p_lo, p_hi]``; inputs ``x ~ U[x_lo, x_hi]``. Preset ``"maml"`` (the default) is the MAML
+paper's code: ``A · sin(x − φ)``, ``A ∈ [0.1, 5.0]``, ``φ ∈ [0, π]``, ``x ∈ [−5, 5]``. Preset
+``"founding"`` is the founding article's task: ``A · sin(x + φ)`` with the same ranges and
+``x ∈ [−π, π]``. With ``φ ~ U[0, π]`` the two signs are different task distributions.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from metadapt.registry import register
 from metadapt.tasks.batch import TaskBatch
 from metadapt.tasks.family import TaskFamily
 
-PRESETS: dict[str, dict[str, tuple[float, float]]] = {
-    "maml": {"amplitude": (0.1, 5.0), "phase": (0.0, math.pi), "x_range": (-5.0, 5.0)},
-    "founding": {"amplitude": (0.1, 5.0), "phase": (0.0, math.pi), "x_range": (-math.pi, math.pi)},
+PRESETS: dict[str, dict] = {
+    "maml": {"amplitude": (0.1, 5.0), "phase": (0.0, math.pi), "x_range": (-5.0, 5.0), "phase_sign": -1.0},
+    "founding": {"amplitude": (0.1, 5.0), "phase": (0.0, math.pi), "x_range": (-math.pi, math.pi),
+                 "phase_sign": 1.0},
 }
 
 
@@ -41,6 +43,7 @@ class SinusoidTasks:
     amplitude: tuple[float, float] = PRESETS["maml"]["amplitude"]
     phase: tuple[float, float] = PRESETS["maml"]["phase"]
     x_range: tuple[float, float] = PRESETS["maml"]["x_range"]
+    phase_sign: float = -1.0  # y = A · sin(x + phase_sign · φ)
 
     def __post_init__(self) -> None:
         if self.shots < 1 or self.queries < 1:
@@ -59,7 +62,7 @@ class SinusoidTasks:
 
     def curve(self, x: torch.Tensor, amplitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
         """The true function of a task (broadcasts over a leading task axis)."""
-        return amplitude * torch.sin(x - phase)
+        return amplitude * torch.sin(x + self.phase_sign * phase)
 
     def sample(self, num_tasks: int, generator: torch.Generator) -> TaskBatch:
         amplitude = _uniform((num_tasks, 1, 1), self.amplitude, generator)
@@ -78,7 +81,8 @@ class SinusoidTasks:
 @dataclass
 class SinusoidOptions:
     preset: str = option("maml", choices=tuple(PRESETS),
-                         help='"maml": x ~ U[-5, 5]; "founding": x ~ U[-pi, pi]')
+                         help='"maml": A·sin(x − φ), x ~ U[-5, 5] (the MAML code); "founding": A·sin(x + φ), '
+                              'x ~ U[-pi, pi] (the founding article)')
     shots: int = option(10, positive=True, high=100_000, help="support points per task in meta-training")
     queries: int = option(10, positive=True, high=100_000, help="query points per task in meta-training")
 

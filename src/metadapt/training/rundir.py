@@ -29,12 +29,13 @@ from metadapt.errors import UserError
 
 #: what metadapt writes into a run directory; anything else makes it "not a run"
 RUN_ENTRIES = {"config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "plots", "report.md", "eval",
-               "optimizers.md", "optimizers.json", "optimizers.png", ".lock"}
+               "optimizers.md", "optimizers.json", "optimizers.png", "tensorboard", "wandb",
+               ".lock"}
 #: settings a resume may change; every other change is refused before the run is touched
 RESUMABLE = ("train.iterations", "train.time_limit_s", "train.log_every", "train.val_every",
              "train.checkpoint_every", "train.keep_checkpoints", "train.threads", "train.device",
-             "train.keep_freed_memory", "train.on_nonfinite", "task.data_dir", "task.download", "name",
-             "eval.")
+             "train.keep_freed_memory", "train.on_nonfinite", "train.loggers", "task.data_dir",
+             "task.download", "name", "eval.")
 STEP_NAME = re.compile(r"step-(\d{8})\.pt")
 
 
@@ -42,12 +43,19 @@ STEP_NAME = re.compile(r"step-(\d{8})\.pt")
 INSIDE = {"checkpoints": re.compile(r"(step-\d{8}|last|best)\.pt|superseded-[\w.+-]+"
                                     r"|\.(step-\d{8}|last|best)\.pt\.\w+\.tmp|\.last\.pt\.\d+\.tmp"),
           "eval": re.compile(r"results\.json|\.results\.json\.\w+\.tmp"),
+          "tensorboard": re.compile(r"events\.out\.tfevents\.[\w.-]+"),
+          "wandb": re.compile(r".+"),  # W&B's own files: its offline runs, logs, settings
           "plots": re.compile(r"(adaptation_curves|training_curve|example_fits_[\w-]+|example_episodes|"
                               r"trial_curves|adaptation_returns|paths)\.png|\.[\w.-]+\.png\.\w+\.tmp")}
 TEMPORARY = re.compile(r"\.(config\.yaml|metrics\.jsonl|summary\.json|report\.md)\.\w+\.tmp")
 #: the keys of a resolved config's train section, which a hand-written recipe rarely lists in full
 RESOLVED_TRAIN = {"iterations", "meta_batch_size", "meta_lr", "optimizer", "seed", "log_every", "val_every",
                   "val_tasks", "checkpoint_every", "device", "threads"}  # every version has written these
+
+
+def _link_within(link: Path, folder: Path) -> bool:
+    """W&B's own links (``latest-run``, ``debug.log``): links to something inside the same folder."""
+    return folder.name == "wandb" and folder.resolve() in link.resolve().parents
 
 
 def _ours(path: Path) -> bool:
@@ -60,8 +68,9 @@ def _ours(path: Path) -> bool:
     if TEMPORARY.fullmatch(name):
         return path.is_file()
     if name in INSIDE:
-        return path.is_dir() and all(INSIDE[name].fullmatch(p.name) and (p.is_dir() or p.is_file())
-                                     and not p.is_symlink() for p in path.iterdir())
+        return path.is_dir() and all(
+            INSIDE[name].fullmatch(p.name) and (p.is_dir() or p.is_file())
+            and (not p.is_symlink() or _link_within(p, path)) for p in path.iterdir())
     return name in RUN_ENTRIES and path.is_file()
 
 

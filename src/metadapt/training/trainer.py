@@ -30,6 +30,7 @@ from metadapt.build import build_algorithm, build_family
 from metadapt.config import Config, Section
 from metadapt.errors import UserError
 from metadapt.files import atomic_write_text, strict_json
+from metadapt.loggers import check_loggers, open_loggers
 from metadapt.progress import progress as progress_bar
 from metadapt.registry import import_path, lookup
 from metadapt.resources import refuse_unless_fits
@@ -166,6 +167,7 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
     cfg.device = str(device)
     algorithm = build_algorithm(config, family, model=given_model, loss=given_loss)
     outer = build_outer_step(config, algorithm, context, device)
+    check_loggers(cfg.loggers)
     estimate = getattr(algorithm, "memory_estimate", None)
     if estimate is not None:  # tasks differentiated at once: one shard of the meta-batch (see distributed.py)
         at_once = math.ceil(cfg.meta_batch_size / max(cfg.grad_shards, context.world_size, 1))
@@ -264,6 +266,15 @@ def _train_locked(config, run_dir, recorded, resume, overwrite, progress, contex
     started, started_step = time.perf_counter(), step
     running, last_val = None, None
     log = open(metrics_path, "a") if context.is_main else None
+    loggers = open_loggers(cfg.loggers, run_dir, recorded) if context.is_main else []
+
+    def record(row: dict) -> None:
+        """One line of metrics.jsonl, and the same values to every optional logger."""
+        log.write(strict_json(row) + "\n")
+        values = {k: v for k, v in row.items() if k not in ("step", "split")}
+        for logger in loggers:
+            logger.log(row["split"], values, row["step"])
+
     try:
         with _stop_on_signals() as signals:
             while step < total:
@@ -303,22 +314,19 @@ def _train_locked(config, run_dir, recorded, resume, overwrite, progress, contex
                 # validation and logging (the main process writes)
                 if context.is_main:
                     if fault:
-                        log.write(strict_json({"step": step, "split": "train", "skipped": "non-finite"})
-                                  + "\n")
+                        record({"step": step, "split": "train", "skipped": "non-finite"})
                     if step % cfg.val_every == 0 or step == total:
                         val_metrics = validation_metrics(algorithm, val_batch)
                         last_val = val_metrics["query_loss"]
                         if last_val < best:
                             best = last_val
                             checkpoint("best")
-                        log.write(strict_json({"step": step, "split": "val", **val_metrics,
-                                              "seconds": time.perf_counter() - started + resumed_seconds})
-                                  + "\n")
+                        record({"step": step, "split": "val", **val_metrics,
+                                "seconds": time.perf_counter() - started + resumed_seconds})
                     if step % cfg.log_every == 0 or step == total:
                         elapsed = time.perf_counter() - started
-                        log.write(strict_json({
-                            "step": step, "split": "train", **metrics,
-                            "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)}) + "\n")
+                        record({"step": step, "split": "train", **metrics,
+                                "iterations_per_second": (step - started_step) / max(elapsed, 1e-9)})
                         log.flush()
                         bar.set_postfix(loss=f"{running:.3f}" if running is not None else "-",
                                         val=f"{last_val:.3f}" if last_val is not None else "-")
@@ -336,6 +344,8 @@ def _train_locked(config, run_dir, recorded, resume, overwrite, progress, contex
         bar.close()
         if log:
             log.close()
+        for logger in loggers:
+            logger.close()
 
     # ---- summary ------------------------------------------------------------------------------------
     elapsed = time.perf_counter() - started
