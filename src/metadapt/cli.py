@@ -43,6 +43,12 @@ def cmd_train(args) -> int:
         raise UserError(f"train takes one recipe file, got {positional}; overrides look like key=value")
     recipe = _path(positional[0]) if positional else None
     resume = args.resume or args.resume_from is not None
+    if args.seeds is not None:
+        if recipe is None:
+            raise UserError("--seeds needs the recipe (each seed's run is resumed or written from it)")
+        config = config_from_file(recipe, overrides)
+        return _train_seeds(args, config, _path(args.run_dir) if args.run_dir else Path("runs") / config.name,
+                            resume)
     if resume:
         if args.run_dir is None and recipe is None:
             raise UserError("--resume needs the run: pass --run-dir RUN or the recipe it was trained from")
@@ -67,11 +73,58 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; got {text[:40]!r}"
+                        ) from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or len(seeds) > 100:
+        raise UserError(f"--seeds takes 1 to 100 different seeds >= 0, e.g. 0,1,2; got {text!r}")
+    return seeds
+
+
+def _train_seeds(args, config, folder: Path, resume: bool) -> int:
+    """One run per seed, ``folder/seed-N``, each with ``train.seed=N``; the others as given."""
+    from metadapt.config import apply_overrides
+    from metadapt.training import train
+
+    if args.resume_from is not None:
+        raise UserError("--resume-from names one checkpoint of one run; resume the seeds with --resume")
+    seeds = _seed_list(args.seeds)
+    configs = {s: apply_overrides(config, [f"train.seed={s}"]) for s in seeds}  # all checked first
+    for seed, seeded in configs.items():
+        print(f"[seeds] seed {seed}: {folder / f'seed-{seed}'}")
+        summary = train(seeded, folder / f"seed-{seed}", resume=resume, overwrite=args.overwrite,
+                        progress=not args.no_progress)
+        print(f"[seeds] seed {seed}: {summary['steps']} meta-iterations, best validation query loss "
+              f"{summary['best_val_query_loss']:.4f}")
+    print(f"runs: {folder}/seed-{{{','.join(map(str, seeds))}}}   next: metadapt eval {folder}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from metadapt.evaluation import evaluate_run
     from metadapt.evaluation.report import comparison_table, paired_table, speed_table
     from metadapt.training import load
 
+    from metadapt.evaluation.seeds import aggregate, seed_runs, seeds_table, write_seeds
+
+    seeded = seed_runs(_path(args.run))
+    if seeded:  # a folder of seed-N runs: evaluate each on the same tasks, then aggregate
+        if args.compare:
+            raise UserError("--compare takes single runs; evaluate a seeds folder on its own")
+        per_seed = {}
+        for path in seeded:
+            print(f"[seeds] evaluating {path.name}")
+            per_seed[path.name] = evaluate_run(load(path, which=args.checkpoint), [], tasks=args.tasks,
+                                               steps=args.steps, progress=not args.no_progress,
+                                               scratch=not args.no_scratch)
+        summary = aggregate(per_seed)
+        write_seeds(_path(args.run), summary)
+        print(seeds_table(summary, markdown=False))
+        print(f"\nseeds: {_path(args.run) / 'seeds.md'}   each run's report: {seeded[0] / 'report.md'} …")
+        return 0
     run = load(args.run, which=args.checkpoint)
     if run.config.train.keep_freed_memory:
         keep_freed_memory()
@@ -205,12 +258,15 @@ def make_parser() -> argparse.ArgumentParser:
                         "moved aside, not deleted)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing run directory (only a metadapt run is ever deleted)")
+    p.add_argument("--seeds", metavar="S1,S2,…",
+                   help="train one run per seed, RUN_DIR/seed-N (train.seed=N); metadapt eval RUN_DIR then "
+                        "aggregates them")
     p.add_argument("--no-progress", action="store_true", help=no_progress)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", parents=[common],
                        help="learning-speed evaluation of a trained run against the baselines")
-    p.add_argument("run", help="the run directory metadapt train wrote")
+    p.add_argument("run", help="the run directory metadapt train wrote (or a folder of seed-N runs)")
     p.add_argument("--compare", nargs="*", default=[], metavar="RUN",
                    help="other runs to evaluate on the same tasks (e.g. a pretrain run)")
     p.add_argument("--tasks", type=int, help="number of test tasks (default: the recipe's eval.tasks)")
