@@ -107,3 +107,19 @@ def test_the_paired_difference_resolves_what_separate_intervals_do_not():
     assert ma - ca < mb + cb                      # the separate intervals overlap
     mean, half = paired_difference(a, b)
     assert abs(mean - 0.1) < 0.01 and mean - half > 0
+
+
+def test_methods_without_steps_get_a_bar_chart_not_empty_curves(tmp_path, monkeypatch):
+    import metadapt.evaluation.plots as plots
+
+    results = {"metric": "accuracy", "steps": 0, "settings": {
+        "5-way 1-shot": {"tasks": 50, "methods": {"protonet": {"mean": [0.91], "ci95": [0.02]},
+                                                   "matching": {"mean": [0.88], "ci95": [0.03]}}},
+        "20-way 1-shot": {"tasks": 50, "methods": {"protonet": {"mean": [0.71], "ci95": [0.02]},
+                                                    "matching": {"mean": [0.62], "ci95": [0.03]}}}}}
+    drawn = {}
+    original = plots.plot_scores
+    monkeypatch.setattr(plots, "plot_scores", lambda r, p: drawn.update(original(r, p)))
+    plots.plot_adaptation_curves(results, tmp_path / "curves.png")
+    assert drawn == {"protonet": pytest.approx([91.0, 71.0]), "matching": pytest.approx([88.0, 62.0])}
+    assert (tmp_path / "curves.png").stat().st_size > 5000

@@ -13,7 +13,8 @@ from metadapt.algorithms import Algorithm  # noqa: E402
 from metadapt.files import atomic_write_bytes  # noqa: E402
 from metadapt.tasks import SinusoidTasks  # noqa: E402
 
-PALETTE = [f"C{i}" for i in range(10)]  # matplotlib's default cycle (tab10), by the method's position
+#: Okabe & Ito's colour-blind-safe palette, by the method's position
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 
 
 def _save(fig, path: Path) -> None:
@@ -21,9 +22,50 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_scores(results: dict, path: Path) -> dict[str, list[float]]:
+    """Methods that take no adaptation steps (metric-based, or ``eval.steps: 0``): their query score
+    in every setting as grouped bars with 95% CI error bars; returns the bar heights drawn."""
+    labels = list(results["settings"])
+    names = list(dict.fromkeys(name for entry in results["settings"].values() for name in entry["methods"]))
+    accuracy = results["metric"] == "accuracy"
+    scale = 100 if accuracy else 1
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(labels) * max(1, len(names)) / 2), 3.6))
+    width = 0.8 / max(1, len(names))
+    drawn = {}
+    for i, name in enumerate(names):
+        xs, heights, errors = [], [], []
+        for j, label in enumerate(labels):
+            m = results["settings"][label]["methods"].get(name)
+            if m is not None:
+                xs.append(j + (i - (len(names) - 1) / 2) * width)
+                heights.append(scale * m["mean"][-1])
+                errors.append(scale * m["ci95"][-1])
+        ax.bar(xs, heights, width * 0.95, yerr=errors, capsize=3, label=name,
+               color=PALETTE[i % len(PALETTE)], hatch=["", "//", "..", "xx", "\\\\", "++"][i % 6],
+               edgecolor="white")
+        for x, h, e in zip(xs, heights, errors):  # the value above its error bar, clear of both
+            ax.text(x, h + e, f"{h:.1f}" if accuracy else f"{h:.3f}", ha="center", va="bottom", fontsize=8)
+        drawn[name] = heights
+    ticks = [f"{label}\n({results['settings'][label]['tasks']} tasks)" for label in labels]
+    ax.set_xticks(range(len(labels)), ticks)
+    unit = {"accuracy": "accuracy %", "mse": "MSE"}.get(results["metric"], "loss")
+    ax.set_ylabel(f"query {unit} (mean, 95% CI)")
+    if accuracy:
+        ax.set_ylim(0, 110)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    ax.set_title("Query score on new tasks (no adaptation steps)")
+    _save(fig, path)
+    return drawn
+
+
 def plot_adaptation_curves(results: dict, path: Path) -> None:
     """Query score against adaptation steps, one panel per setting, 95% CI bands. A method
-    that takes no steps (metric-based) is drawn as a flat line at its score."""
+    that takes no steps (metric-based) is drawn as a flat line at its score; when no method takes
+    steps, the scores are drawn as bars (:func:`plot_scores`)."""
+    if all(len(m["mean"]) == 1 for entry in results["settings"].values() for m in entry["methods"].values()):
+        plot_scores(results, path)
+        return
     labels = list(results["settings"])
     accuracy = results["metric"] == "accuracy"
     fig, axes = plt.subplots(1, len(labels), figsize=(4.2 * len(labels), 3.6), squeeze=False)
