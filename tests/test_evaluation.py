@@ -123,3 +123,24 @@ def test_methods_without_steps_get_a_bar_chart_not_empty_curves(tmp_path, monkey
     plots.plot_adaptation_curves(results, tmp_path / "curves.png")
     assert drawn == {"protonet": pytest.approx([91.0, 71.0]), "matching": pytest.approx([88.0, 62.0])}
     assert (tmp_path / "curves.png").stat().st_size > 5000
+
+
+def test_the_report_records_versions_commit_seed_and_every_compared_config(tmp_path):
+    import yaml
+
+    from metadapt.training.trainer import train as train_run
+
+    runs = {}
+    for name in ("maml", "pretrain"):
+        settings = ["train.iterations=4", "train.meta_batch_size=2", "train.val_tasks=4", "model.hidden=[8]",
+                    "eval.tasks=4", "eval.steps=1", "eval.shots=[5]", "eval.seed=77"]
+        config = build_config(None, [f"algorithm.name={name}", *settings])
+        train_run(config, tmp_path / name, progress=False)
+        runs[name] = load(tmp_path / name)
+    evaluate_run(runs["maml"], [runs["pretrain"]], progress=False)
+    report = (tmp_path / "maml/report.md").read_text()
+    section = report.split("## Provenance")[1]
+    assert f"torch {torch.__version__}" in section and "source commit" in section
+    assert "Evaluation seed 77" in section
+    configs = [yaml.safe_load(block.split("```")[0]) for block in section.split("```yaml")[1:]]
+    assert [c["algorithm"]["name"] for c in configs] == ["maml", "pretrain"]

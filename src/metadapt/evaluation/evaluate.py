@@ -75,11 +75,11 @@ def evaluate_run(run: Run, compare: list[Run] = (), tasks: int | None = None, st
                                f"evaluating {steps_asked} adaptation steps of {chunk} tasks at a time",
                                "lower --steps")
     with rundir.locked(run.path, "eval"), rundir.staged(run.path) as stage:
-        run.out = stage
+        run.out, run.compared = stage, list(compare)
         try:
             return _evaluate(run, compare, tasks, steps, progress, scratch)
         finally:
-            run.out = None
+            run.out, run.compared = None, []
 
 
 def _evaluate(run: Run, compare, tasks, steps, progress, scratch) -> dict:

@@ -79,6 +79,45 @@ def paired_table(results: dict, markdown: bool = True) -> str:
     return "\n".join(_render(head, rows, markdown))
 
 
+def source_commit() -> str:
+    """The git commit of the metadapt source that ran (``+ changes`` if the checkout differs from it)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "not a git checkout (an installed package)"
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head.stdout.strip() + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (git not available)"
+
+
+def provenance(run, seed) -> list[str]:
+    """What produced this report: versions, commit, the evaluation seed, and every run's config."""
+    import platform
+    import sys
+
+    import torch
+    import yaml
+
+    from metadapt.version import __version__
+
+    runs = [run, *getattr(run, "compared", [])]
+    lines = ["## Provenance", "",
+             f"- metadapt {__version__}, torch {torch.__version__}, Python {sys.version.split()[0]}, "
+             f"{platform.system()} {platform.machine()}; source commit {source_commit()}.",
+             f"- Evaluation seed {seed} (the test tasks of every method are the same draws).",
+             "- Runs: " + ", ".join(f"`{r.path}`" for r in runs) + ".", ""]
+    for r in runs:
+        lines += [f"<details><summary>config of <code>{r.path}</code></summary>", "", "```yaml",
+                  yaml.safe_dump(r.config.to_dict(), sort_keys=False).rstrip(), "```", "", "</details>", ""]
+    return lines
+
+
 def adapts_with(name: str, algorithm) -> str | None:
     """How a gradient-based method takes its steps, in the report's words (``None``: no steps)."""
     rule, inner_lr = getattr(algorithm, "update_rule", None), getattr(algorithm, "inner_lr", None)
@@ -152,6 +191,7 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
     if compared.is_file():
         lines += ["## Against hand-designed optimizers", "", compared.read_text(), "",
                   "![objective against steps](optimizers.png)", ""]
+    lines += provenance(run, results.get("seed", run.config.eval.seed))
     path = Path(run.outputs) / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

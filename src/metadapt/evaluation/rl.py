@@ -19,6 +19,7 @@ from metadapt.algorithms.rl.gittins import finite_horizon_gittins
 from metadapt.algorithms.rl.mdp_strategies import MDP_STRATEGIES
 from metadapt.envs import Bandits, TabularMDPs
 from metadapt.evaluation.plots import plot_training_curve
+from metadapt.evaluation.report import provenance
 from metadapt.evaluation.stats import mean_ci
 from metadapt.experience import rollout
 from metadapt.files import atomic_write_text, strict_json
@@ -327,6 +328,7 @@ def write_rl_report(run, training: dict | None, results: dict, figures: dict[str
     lines += ["", f"## {what} (mean ± 95% CI over {results['tasks']} test tasks, evaluation "
               f"seed {results['seed']})", "", rl_table(results), "", "## Figures", ""]
     lines += [f"![{title}]({rel})\n" for title, rel in figures.items()]
+    lines += provenance(run, results["seed"])
     path = Path(run.outputs) / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -146,6 +146,8 @@ class Run:
     given: dict = field(default_factory=dict)
     #: where evaluation writes its results, figures and report while it runs (None: ``path``)
     out: Path | None = None
+    #: the runs evaluated beside this one (their configs go into the report's provenance)
+    compared: list = field(default_factory=list)
 
     @property
     def outputs(self) -> Path:
