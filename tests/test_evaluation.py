@@ -144,3 +144,17 @@ def test_the_report_records_versions_commit_seed_and_every_compared_config(tmp_p
     assert "Evaluation seed 77" in section
     configs = [yaml.safe_load(block.split("```")[0]) for block in section.split("```yaml")[1:]]
     assert [c["algorithm"]["name"] for c in configs] == ["maml", "pretrain"]
+
+
+def test_the_training_curve_shows_training_and_validation_against_iterations(tmp_path):
+    from metadapt.evaluation.plots import plot_training_curve
+
+    rows = [{"step": s, "split": "train", "query_loss": 2.0 / s, "iterations_per_second": 10.0}
+            for s in (5, 10, 15, 20)]
+    rows += [{"step": s, "split": "val", "query_loss": 1.5 / s, "accuracy": 0.5 + s / 100, "seconds": s / 10}
+             for s in (10, 20)]
+    series = plot_training_curve(rows, tmp_path / "curve.png", "run")
+    assert series["train"] == [(5, 0.4), (10, 0.2), (15, 2.0 / 15), (20, 0.1)]
+    assert series["val"] == [(10, 0.15), (20, 0.075)] and series["val_accuracy"] == [(10, 60.0), (20, 70.0)]
+    assert (tmp_path / "curve.png").stat().st_size > 5000
+    assert plot_training_curve(rows[:4], tmp_path / "none.png", "run") is None  # no validation rows

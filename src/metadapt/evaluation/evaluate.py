@@ -108,8 +108,8 @@ def _evaluate(run: Run, compare, tasks, steps, progress, scratch) -> dict:
     trained = {name: m for name, m in methods.items() if m.trainable}
     figures.update(run.family.example_figures(trained, settings, run.outputs, steps, cfg))
     rel = "plots/training_curve.png"
-    title = f"{run.config.name}: validation during meta-training"
+    title = f"{run.config.name}: meta-training"
     if plot_training_curve(run.metrics(), run.outputs / rel, title):
-        figures["Validation during meta-training"] = rel
+        figures["Meta-training: training and validation"] = rel
     write_report(run, run.summary(), results, figures, methods)
     return results

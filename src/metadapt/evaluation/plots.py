@@ -1,6 +1,7 @@
 """Figures: adaptation curves and example fits (the style of the MAML paper's Figure 2)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -118,28 +119,47 @@ def training_curve(rows: list[dict]) -> list[tuple[float, dict]]:
     return out
 
 
-def plot_training_curve(rows: list[dict], path: Path, title: str) -> bool:
-    """Validation accuracy (classification) or query loss against training time; ``False``
-    when the log has no validation rows."""
+def plot_training_curve(rows: list[dict], path: Path, title: str) -> dict | None:
+    """Meta-training against meta-iterations (training time on the top axis): the training and the
+    validation query loss (RL: return per trial) and, for classification, the validation accuracy
+    beside them. Returns the series drawn (``None`` when the log has no validation rows)."""
     curve = training_curve(rows)
     if not curve:
-        return False
+        return None
     accuracy = all("accuracy" in r for _, r in curve)
     rewarded = all("return" in r for _, r in curve)  # reinforcement learning: the return, higher is better
-    minutes = [t / 60 for t, _ in curve]
-    values = [100 * r["accuracy"] if accuracy else r["return"] if rewarded else r["query_loss"]
-              for _, r in curve]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot(minutes, values, marker="o", ms=3)
-    ax.set_xlabel("meta-training time (minutes)")
-    ax.set_ylabel("validation query accuracy %" if accuracy else "validation return per trial" if rewarded
-                  else "validation query loss")
-    if not (accuracy or rewarded):
+    key = "return" if rewarded else "query_loss"
+    finite = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+    train = [(r["step"], r[key]) for r in rows if r.get("split") == "train" and finite(r.get(key))]
+    val = [(r["step"], r[key]) for _, r in curve if finite(r.get(key))]
+    series = {"train": train, "val": val}
+    fig, axes = plt.subplots(1, 2 if accuracy else 1, figsize=(10 if accuracy else 5.5, 3.6), squeeze=False,
+                             sharex=True)
+    ax = axes[0][0]
+    if train:
+        ax.plot(*zip(*train), color=PALETTE[0], lw=1, alpha=0.8, label="training (meta-batch)")
+    if val:
+        ax.plot(*zip(*val), color=PALETTE[1], marker="o", ms=3, label="validation (held-out tasks)")
+    ax.set_ylabel("return per trial" if rewarded else "query loss after adaptation")
+    if not rewarded and all(v > 0 for _, v in train + val):
         ax.set_yscale("log")
-    ax.grid(alpha=0.3, which="both")
-    ax.set_title(title, fontsize=10)
+    if accuracy:
+        series["val_accuracy"] = [(r["step"], 100 * r["accuracy"]) for _, r in curve]
+        axes[0][1].plot(*zip(*series["val_accuracy"]), color=PALETTE[1], marker="o", ms=3)
+        axes[0][1].set_ylabel("validation query accuracy %")
+    seconds = [(r["step"], t) for t, r in curve if r["step"] > 0]
+    for a in axes[0]:
+        a.set_xlabel("meta-iterations")
+        a.grid(alpha=0.3, which="both")
+        if seconds and seconds[-1][1] > 0:  # training time on the top axis (the run's average pace)
+            per_step = seconds[-1][1] / seconds[-1][0] / 60
+            top = a.secondary_xaxis("top", functions=(lambda s, k=per_step: s * k,
+                                                      lambda m, k=per_step: m / k))
+            top.set_xlabel("minutes", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10, y=1.06)
     _save(fig, path)
-    return True
+    return series
 
 
 @torch.no_grad()

@@ -144,8 +144,8 @@ def _write_outputs(run, results: dict, figures: dict[str, str], agents: dict) ->
     """``eval/results.json``, the training-curve figure and ``report.md`` of an evaluated run."""
     atomic_write_text(run.outputs / "eval" / "results.json", strict_json(results, indent=1))
     if plot_training_curve(run.metrics(), run.outputs / "plots/training_curve.png",
-                           f"{run.config.name}: validation during meta-training"):
-        figures["Validation during meta-training"] = "plots/training_curve.png"
+                           f"{run.config.name}: meta-training"):
+        figures["Meta-training: training and validation"] = "plots/training_curve.png"
     training = run.summary()
     write_rl_report(run, training, results, figures, agents)
     return results
