@@ -158,3 +158,24 @@ def test_the_training_curve_shows_training_and_validation_against_iterations(tmp
     assert series["val"] == [(10, 0.15), (20, 0.075)] and series["val_accuracy"] == [(10, 60.0), (20, 70.0)]
     assert (tmp_path / "curve.png").stat().st_size > 5000
     assert plot_training_curve(rows[:4], tmp_path / "none.png", "run") is None  # no validation rows
+
+
+def test_a_report_of_metric_methods_has_no_inner_loop_text_and_targets_in_percent(tmp_path):
+    from types import SimpleNamespace
+
+    from metadapt.evaluation.report import speed_table
+
+    results = {"metric": "accuracy", "steps": 0, "targets": [0.95], "seed": 1, "settings": {
+        "5-way 1-shot": {"tasks": 50, "methods": {"protonet": {"mean": [0.91], "ci95": [0.02],
+                                                                 "steps_to_target": {"0.95": None}}}}}}
+    assert "steps to accuracy ≥ 95%" in speed_table(results)
+    config = build_config(None, ["task.family=omniglot", "algorithm.name=protonet", "model.filters=4"])
+    algorithm = SimpleNamespace(describe=lambda: "`protonet`", model=None, encoder=None)
+    family = SimpleNamespace(describe=lambda: ["- Tasks: Omniglot."])
+    run = SimpleNamespace(config=config, algorithm=algorithm, family=family, path=tmp_path, outputs=tmp_path,
+                          compared=[])
+    from metadapt.evaluation.report import write_report
+
+    text = write_report(run, None, results, {}, {"protonet": algorithm}).read_text()
+    assert "gradient" not in text.split("## Query")[1].split("##")[0].lower().replace("no gradient steps", "")
+    assert "## Learning speed" not in text and "(no gradient steps)" in text

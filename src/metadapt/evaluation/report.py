@@ -51,7 +51,8 @@ def speed_table(results: dict, markdown: bool = True) -> str:
     metric = results["metric"]
     sign = "≥" if metric == "accuracy" else "≤"
     word = {"accuracy": "accuracy", "mse": "MSE"}.get(metric, "loss")
-    head = ["setting", "method"] + [f"steps to {word} {sign} {t:g}" for t in results["targets"]]
+    shown = [f"{100 * t:g}%" if metric == "accuracy" else f"{t:g}" for t in results["targets"]]
+    head = ["setting", "method"] + [f"steps to {word} {sign} {t}" for t in shown]
     rows = []
     for label, entry in results["settings"].items():
         for name, m in entry["methods"].items():
@@ -161,20 +162,17 @@ def write_report(run, training: dict | None, results: dict, figures: dict[str, s
             lines.append(f"- Compared on the same tasks: {other.describe()}.")
     ways = [w for w in (adapts_with(n, m) for n, m in methods.items() if n != "scratch") if w]
     adapts = f"each with its own update rule ({'; '.join(ways)})" if ways else "with their own update rules"
-    lines += [
-        "",
-        f"## Query {score} after adaptation (mean ± 95% Student-t CI over test tasks)",
-        "",
-        f"Gradient-based methods are adapted {adapts} "
-        "on the same test tasks; `scratch` starts each task from a fresh random initialization; metric-based "
-        "methods take no steps.",
-        "",
-        comparison_table(results),
-        "## Learning speed",
-        "",
-        speed_table(results),
-        "",
-    ]
+    stepped = results["steps"] > 0 and any(len(m["mean"]) > 1 for entry in results["settings"].values()
+                                           for m in entry["methods"].values())
+    how = (f"Gradient-based methods are adapted {adapts} on the same test tasks; `scratch` starts each task "
+           "from a fresh random initialization; metric-based methods take no steps." if stepped else
+           "Every method classifies the query examples from the support set directly (no gradient steps), on "
+           "the same test tasks.")
+    after = "after adaptation " if stepped else ""
+    lines += ["", f"## Query {score} {after}(mean ± 95% Student-t CI over test tasks)", "", how, "",
+              comparison_table(results)]
+    if stepped:
+        lines += ["## Learning speed", "", speed_table(results), ""]
     paired = paired_table(results)
     if paired:
         lines += ["## Paired comparison on the same tasks (mean difference ± 95% CI)", "",
