@@ -179,3 +179,28 @@ def test_a_report_of_metric_methods_has_no_inner_loop_text_and_targets_in_percen
     text = write_report(run, None, results, {}, {"protonet": algorithm}).read_text()
     assert "gradient" not in text.split("## Query")[1].split("##")[0].lower().replace("no gradient steps", "")
     assert "## Learning speed" not in text and "(no gradient steps)" in text
+
+
+def test_example_episodes_put_queries_under_their_true_class_and_mark_mistakes(tmp_path):
+    from types import SimpleNamespace
+
+    from metadapt.evaluation.plots import plot_example_episodes
+    from metadapt.tasks import TaskBatch
+
+    ways, shots, queries = 3, 1, 2
+    support_y = torch.arange(ways).repeat_interleave(shots).expand(1, -1)
+    query_y = torch.arange(ways).repeat_interleave(queries).expand(1, -1)
+    images = lambda n: torch.rand(1, n, 1, 28, 28)  # noqa: E731
+    batch = TaskBatch(images(ways * shots), support_y, images(ways * queries), query_y)
+    guesses = torch.tensor([[0, 1, 1, 1, 2, 0]])  # the 2nd and the 6th query are wrong
+
+    class Adapted:
+        def predict(self, x):
+            return torch.nn.functional.one_hot(guesses, ways).float()
+
+    algorithm = SimpleNamespace(parameters=lambda: iter([torch.zeros(1)]), name="stub",
+                                name_in_config=None, adapt_tasks=lambda sx, sy: Adapted())
+    shown = plot_example_episodes(algorithm, batch, tmp_path / "episodes.png", num_episodes=1,
+                                  queries_shown=6)
+    assert shown[0] == [(0, 0), (0, 1), (1, 1), (1, 1), (2, 2), (2, 0)]
+    assert (tmp_path / "episodes.png").stat().st_size > 5000

@@ -164,38 +164,60 @@ def plot_training_curve(rows: list[dict], path: Path, title: str) -> dict | None
 
 @torch.no_grad()
 def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes: int = 2,
-                          queries_shown: int = 10) -> None:
-    """For a few test episodes: the support images (one column per class) and query images
-    titled with the predicted class, green when right and red when wrong."""
+                          queries_shown: int = 10) -> dict:
+    """For a few test episodes: the support images, one column per class (headed "class c"), then
+    query images placed in the column of their *true* class, each marked ✓ (blue) when predicted
+    right and ✗ with the predicted class (orange) when wrong — shape and a colour-blind-safe colour.
+    Returns ``{episode: [(true, predicted), …]}`` of the queries shown."""
     device = next(algorithm.parameters()).device
     batch = batch[:num_episodes]
     adapted = algorithm.adapt_tasks(batch.support_x.to(device), batch.support_y.to(device))
     predicted = adapted.predict(batch.query_x.to(device)).argmax(-1).cpu()
     ways = int(batch.support_y.max()) + 1
     shots = batch.support_x.shape[1] // ways
-    rows_per_episode = shots + (queries_shown + ways - 1) // ways
+    per_class = max(1, min(-(-queries_shown // ways), batch.query_x.shape[1] // ways))
+    rows_per_episode = shots + per_class
     fig, axes = plt.subplots(num_episodes * rows_per_episode, ways,
-                             figsize=(1.1 * ways, 1.15 * num_episodes * rows_per_episode), squeeze=False)
+                             figsize=(1.25 * ways, 1.3 * num_episodes * rows_per_episode + 0.6),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    shown: dict = {}
     for e in range(num_episodes):
         top = e * rows_per_episode
         for i in range(shots * ways):
             c, k = int(batch.support_y[e, i]), i % shots
             ax = axes[top + k][c]
             ax.imshow(batch.support_x[e, i, 0].numpy(), cmap="gray_r")
-            ax.set_title(f"support {c}", fontsize=7)
-        for j in range(min(queries_shown, batch.query_x.shape[1])):
-            index = (j * (batch.query_x.shape[1] // queries_shown) if batch.query_x.shape[1] >= queries_shown
-                     else j)
-            truth, guess = int(batch.query_y[e, index]), int(predicted[e, index])
-            ax = axes[top + shots + j // ways][j % ways]
+            head = f"episode {e + 1}, class {c}" if c == 0 else f"class {c}"
+            ax.set_title(head if k == 0 else "", fontsize=8)
+        filled = [0] * ways
+        shown[e] = []
+        for index in range(batch.query_x.shape[1]):
+            truth = int(batch.query_y[e, index])
+            if filled[truth] >= per_class:
+                continue
+            guess = int(predicted[e, index])
+            ax = axes[top + shots + filled[truth]][truth]
+            filled[truth] += 1
+            shown[e].append((truth, guess))
             ax.imshow(batch.query_x[e, index, 0].numpy(), cmap="gray_r")
-            ax.set_title(f"pred {guess} (true {truth})", fontsize=6,
-                         color="green" if guess == truth else "red")
-    fig.suptitle(f"{algorithm.name_in_config or algorithm.name}: example {ways}-way {shots}-shot "
-                 "test episodes")
+            right = guess == truth
+            ax.set_title("✓ query" if right else f"✗ said {guess}", fontsize=8, fontweight="bold",
+                         color=PALETTE[0] if right else PALETTE[3])
+            for spine in ax.spines.values():
+                spine.set_visible(True)
+                spine.set_color(PALETTE[0] if right else PALETTE[3])
+                spine.set_linestyle("-" if right else "--")
+                spine.set_linewidth(1.5 if right else 2.5)
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    name = algorithm.name_in_config or algorithm.name
+    fig.suptitle(f"{name}: example {ways}-way {shots}-shot test episodes\ntop rows: support images of each "
+                 "class; below: queries in their true class's column", fontsize=9)
     _save(fig, path)
+    return shown
 
 
 @torch.no_grad()
@@ -209,7 +231,7 @@ def plot_example_fits(methods: dict[str, Algorithm], tasks: SinusoidTasks, path:
     truth = tasks.curve(grid, batch.info["amplitude"].view(-1, 1, 1), batch.info["phase"].view(-1, 1, 1))
     fig, axes = plt.subplots(len(methods), num_examples, figsize=(4.2 * num_examples, 3.2 * len(methods)),
                              squeeze=False, sharex=True)
-    shades = ["tab:red", "tab:green", "tab:blue", "tab:purple"]
+    shades = PALETTE[:4]
     for row, (name, algorithm) in enumerate(methods.items()):
         device = next(algorithm.parameters()).device
         adapted = algorithm.adapt_tasks(batch.support_x.to(device), batch.support_y.to(device), max(steps))
@@ -224,6 +246,8 @@ def plot_example_fits(methods: dict[str, Algorithm], tasks: SinusoidTasks, path:
             ax.scatter(batch.support_x[col, :, 0], batch.support_y[col, :, 0], marker="^", color="black",
                        zorder=5, label=f"{tasks.shots} support points")
             ax.set_title(f"{name}, task {col + 1}")
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper right")
     _save(fig, path)
