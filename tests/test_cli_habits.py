@@ -80,3 +80,19 @@ def test_plain_progress_prints_each_tenth_and_not_every_step():
     printed = out.getvalue().splitlines()
     assert len(printed) == 10
     assert printed[0].startswith("x: 10/100 (10%)") and printed[-1].startswith("x: 100/100")
+
+
+def test_the_demo_compiles_only_where_a_compiler_is(tmp_path, monkeypatch):
+    from metadapt.cli import _compiler
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++, c++ or clang++ on it
+    assert _compiler("cpu") is None
+    fake = tmp_path / "my-cxx"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", "my-cxx")
+    assert _compiler("cpu") == str(fake)
+    assert make_parser().parse_args(["demo"]).compile is None  # decided by _compiler
+    assert make_parser().parse_args(["demo", "--no-compile"]).compile is False
+    assert make_parser().parse_args(["demo", "--seed", "3"]).seed == 3
