@@ -22,7 +22,8 @@ def file_digests(path: Path) -> dict[str, str]:
     return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
 
 
-def verify_checksum(path: Path, accepted: list[dict[str, str]]) -> dict[str, str]:
+def verify_checksum(path: Path, accepted: list[dict[str, str]],
+                    remedy: str = "delete it and download it again") -> dict[str, str]:
     """Accept the file when any known digest matches (e.g. the official md5 or our sha256)."""
     digests = file_digests(path)
     for known in accepted:
@@ -30,7 +31,7 @@ def verify_checksum(path: Path, accepted: list[dict[str, str]]) -> dict[str, str
             return digests
     raise UserError(
         f"{str(path)!r} has the wrong checksum (sha256 {digests['sha256'][:16]}…); it is damaged or not the "
-        f"expected file: delete it and download it again"
+        f"expected file: {remedy}"
     )
 
 
@@ -88,3 +89,35 @@ def download(url: str, destination: Path, timeout: float = 30.0) -> bool:
         if os.path.exists(tmp):
             os.unlink(tmp)
         return False
+
+
+#: the only globals a data pickle may name: NumPy's array and scalar reconstruction and its dtypes
+#: (and the codec Python 2 pickles such as CIFAR's use for byte strings); anything else — a
+#: function to call, a class to build — is refused before it runs
+SAFE_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}
+
+
+def safe_unpickle(path: Path, what: str):
+    """Read a data pickle (the benchmarks' ``.pkl`` files, CIFAR's batches) without executing code:
+    only dicts, lists, strings, numbers and NumPy arrays may be built (the Python documentation's
+    "restricting globals"); a pickle naming anything else is refused with its name."""
+    import pickle
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in SAFE_PICKLE_GLOBALS:
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"it names {module}.{name}")
+
+    try:
+        with open(path, "rb") as f:
+            return Restricted(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, MemoryError) as err:
+        raise UserError(f"{what} {str(path)!r} is not a plain data pickle ({err}); it was not loaded, "
+                        "since loading it could run code: use the original file") from None

@@ -162,6 +162,15 @@ def plot_training_curve(rows: list[dict], path: Path, title: str) -> dict | None
     return series
 
 
+def _show_image(ax, image: torch.Tensor) -> None:
+    """A ``[C, H, W]`` image in [0, 1]: RGB as it is; one channel as dark strokes on white
+    (Omniglot's strokes are stored bright)."""
+    if image.shape[0] == 3:
+        ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
+    else:
+        ax.imshow(image[0].numpy(), cmap="gray_r")
+
+
 @torch.no_grad()
 def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes: int = 2,
                           queries_shown: int = 10) -> dict:
@@ -188,7 +197,7 @@ def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes:
         for i in range(shots * ways):
             c, k = int(batch.support_y[e, i]), i % shots
             ax = axes[top + k][c]
-            ax.imshow(batch.support_x[e, i, 0].numpy(), cmap="gray_r")
+            _show_image(ax, batch.support_x[e, i])
             head = f"episode {e + 1}, class {c}" if c == 0 else f"class {c}"
             ax.set_title(head if k == 0 else "", fontsize=8)
         filled = [0] * ways
@@ -201,7 +210,7 @@ def plot_example_episodes(algorithm: Algorithm, batch, path: Path, num_episodes:
             ax = axes[top + shots + filled[truth]][truth]
             filled[truth] += 1
             shown[e].append((truth, guess))
-            ax.imshow(batch.query_x[e, index, 0].numpy(), cmap="gray_r")
+            _show_image(ax, batch.query_x[e, index])
             right = guess == truth
             ax.set_title("✓ query" if right else f"✗ said {guess}", fontsize=8, fontweight="bold",
                          color=PALETTE[0] if right else PALETTE[3])

@@ -7,5 +7,6 @@ from metadapt.models.given import GivenModel
 from metadapt.models.mlp import MLP
 from metadapt.models.point import Point
 from metadapt.models.recurrent import RecurrentPolicy
+from metadapt.models.resnet12 import ResNet12
 
-__all__ = ["MLP", "Conv4", "GivenModel", "Point", "RecurrentPolicy", "GaussianPolicy"]
+__all__ = ["MLP", "Conv4", "GivenModel", "Point", "RecurrentPolicy", "GaussianPolicy", "ResNet12"]

@@ -38,7 +38,10 @@ class Episodes:
             )
         self.ways, self.shots, self.queries = ways, shots, queries
         sizes = {len(dataset[n]) for n in self.names}
-        self.stacked = torch.stack([dataset[n] for n in self.names]) if len(sizes) == 1 else None
+        # a dataset that gathers many classes' images at once (datasets/images.py) is never stacked
+        self.gathers = hasattr(dataset, "take")
+        self.stacked = (torch.stack([dataset[n] for n in self.names])
+                        if len(sizes) == 1 and not self.gathers else None)
         self.dataset = dataset
 
     def sample(self, num_tasks: int, generator: torch.Generator) -> TaskBatch:
@@ -49,6 +52,11 @@ class Episodes:
             picks = torch.stack([torch.randperm(self.stacked.shape[1], generator=generator)[:per_class]
                                  for _ in range(num_tasks * n)]).view(num_tasks, n, per_class)
             x = self.stacked[classes.unsqueeze(-1), picks]  # [T, ways, shots+queries, ...]
+        elif self.gathers:
+            sizes = [len(self.dataset[self.names[c]]) for c in classes.reshape(-1).tolist()]
+            picks = torch.stack([torch.randperm(size, generator=generator)[:per_class]
+                                 for size in sizes]).view(num_tasks, n, per_class)
+            x = self.dataset.take(classes, picks)
         else:
             x = torch.stack([torch.stack([
                 self.dataset[self.names[c]][
