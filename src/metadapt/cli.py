@@ -220,7 +220,7 @@ def cmd_demo(args) -> int:
               "the first steps include compiling it")
     else:
         why = "--no-compile" if args.compile is False else "no C++ compiler found (g++, c++, clang++ or $CXX)"
-        print(f"[demo] MAML's meta-step runs eagerly ({why}): meta-training takes about 2.5 times as long")
+        print(f"[demo] MAML's meta-step runs eagerly ({why}): meta-training takes about four times as long")
     summaries, how = {}, "eager"
     # MAML with the paper code's inner step size (cbfinn/maml's update_lr default, 0.001; README): its
     # 1-, 5- and 10-step figures beat the paper's in every seed measured, where steps of the text's
