@@ -160,3 +160,15 @@ def test_outer_variants_train_and_resume(tmp_path, variant):
     from metadapt.build import build_algorithm
     untrained = build_algorithm(fresh).state_dict()
     assert any(not torch.equal(a[k], untrained[k]) for k in a)     # training moved the policy
+
+
+def test_xavier_initialization_as_rllab_and_kept_by_reset():
+    torch.manual_seed(0)
+    policy = GaussianPolicy(2, 2, [100, 100], init_std=1.0, init="xavier")
+    for layer in policy.layers:
+        bound = (6 / (layer.in_features + layer.out_features)) ** 0.5
+        assert torch.all(layer.bias == 0) and layer.weight.abs().max() <= bound
+        assert layer.weight.abs().max() > 0.9 * bound  # uniform over the whole range, not PyTorch's smaller one
+    before = policy.layers[0].weight.clone()
+    policy.reset_parameters()
+    assert not torch.equal(before, policy.layers[0].weight) and torch.all(policy.layers[1].bias == 0)

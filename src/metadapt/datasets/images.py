@@ -25,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from metadapt.errors import UserError
+from metadapt.progress import progress as progress_bar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 #: larger caches are memory-mapped, not read into memory (mini-ImageNet at 84 × 84 is 1.3 GB)
@@ -160,11 +159,15 @@ def build_cache(path: Path, names: list[str], counts: list[int], images: Iterabl
 
     def write_array(tmp: Path) -> None:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, size, size, channels))
+        bar = progress_bar(total, desc=f"decode into cache {path.stem}", unit="img", enabled=progress)
         filled = 0
-        for image in tqdm(images, total=total, desc=f"cache {path.stem}", unit="img",
-                          disable=None if progress else True):
-            array[filled] = image
-            filled += 1
+        try:
+            for image in images:
+                array[filled] = image
+                filled += 1
+                bar.update(1)
+        finally:
+            bar.close()
         if filled != total:
             raise UserError(f"{source} yielded {filled} images where {total} were listed; was it changed "
                             "while the cache was built?")

@@ -255,7 +255,8 @@ def plot_example_fits(methods: dict[str, Algorithm], tasks: SinusoidTasks, path:
             ax.scatter(batch.support_x[col, :, 0], batch.support_y[col, :, 0], marker="^", color="black",
                        zorder=5, label=f"{tasks.shots} support points")
             ax.set_title(f"{name}, task {col + 1}")
-            ax.set_xlabel("x")
+            if row == len(methods) - 1:  # the x axes are shared: label the bottom row only
+                ax.set_xlabel("x")
             ax.set_ylabel("y")
             ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8, loc="upper right")

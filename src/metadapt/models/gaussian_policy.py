@@ -25,6 +25,9 @@ class GaussianPolicyOptions:
     hidden: list[int] = option([100, 100], positive=True, high=100_000,
                                help="units of each hidden layer (MAML: 100, 100)")
     init_std: float = option(1.0, positive=True, help="initial standard deviation of every action entry")
+    init: str = option("torch", choices=("torch", "xavier"),
+                       help="torch: PyTorch's default initialization of the layers; xavier: Xavier-uniform "
+                            "weights and zero biases, as rllab (MAML's released RL code) initialises them")
 
 
 @register("model", "gaussian-policy")
@@ -32,17 +35,29 @@ class GaussianPolicy(nn.Module):
     Options = GaussianPolicyOptions
 
     def __init__(self, observation_size: int, action_size: int, hidden: list[int] = (100, 100),
-                 init_std: float = 1.0):
+                 init_std: float = 1.0, init: str = "torch"):
         super().__init__()
+        if init not in ("torch", "xavier"):
+            raise ValueError(f"init must be torch or xavier, not {init!r}")
         sizes = [observation_size, *hidden, action_size]
         self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
         self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
-        self.hidden, self.init_std = list(hidden), init_std
+        self.hidden, self.init_std, self.init = list(hidden), init_std, init
+        if init == "xavier":
+            self._xavier()
+
+    def _xavier(self) -> None:
+        with torch.no_grad():
+            for layer in self.layers:
+                nn.init.xavier_uniform_(layer.weight)
+                layer.bias.zero_()
 
     def reset_parameters(self) -> None:
-        """A fresh draw of the layers (PyTorch's default initialization) and the initial σ."""
+        """A fresh draw of the layers (the policy's initialization) and the initial σ."""
         for layer in self.layers:
             layer.reset_parameters()
+        if self.init == "xavier":
+            self._xavier()
         with torch.no_grad():
             self.log_std.fill_(math.log(self.init_std))
 
@@ -51,7 +66,7 @@ class GaussianPolicy(nn.Module):
         size = 1
         for d in input_shape:
             size *= int(d)
-        return cls(size, outputs, options.hidden, options.init_std)
+        return cls(size, outputs, options.hidden, options.init_std, options.init)
 
     def describe(self) -> str:
         return (f"a Gaussian policy: an MLP ({'-'.join(map(str, self.hidden))} ReLU) for the mean and a "
