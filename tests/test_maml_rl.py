@@ -168,7 +168,7 @@ def test_xavier_initialization_as_rllab_and_kept_by_reset():
     for layer in policy.layers:
         bound = (6 / (layer.in_features + layer.out_features)) ** 0.5
         assert torch.all(layer.bias == 0) and layer.weight.abs().max() <= bound
-        assert layer.weight.abs().max() > 0.9 * bound  # uniform over the whole range, not PyTorch's smaller one
+        assert layer.weight.abs().max() > 0.9 * bound  # the whole Xavier range
     before = policy.layers[0].weight.clone()
     policy.reset_parameters()
     assert not torch.equal(before, policy.layers[0].weight) and torch.all(policy.layers[1].bias == 0)

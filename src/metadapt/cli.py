@@ -67,7 +67,7 @@ def cmd_train(args) -> int:
     if os.environ.get("RANK", "0") != "0":
         return 0
     print(f"trained {config.algorithm.name} for {summary['steps']} meta-iterations in "
-          f"{summary['seconds']:.1f} s ({summary['iterations_per_second']:.0f} it/s); "
+          f"{summary['seconds']:.1f} s ({summary['iterations_per_second']:.3g} it/s); "
           f"best validation query loss {summary['best_val_query_loss']:.4f}")
     print(f"run directory: {run_dir}   next: metadapt eval {run_dir}")
     return 0

@@ -13,6 +13,7 @@ import torch
 
 from metadapt.errors import UserError
 from metadapt.tasks.batch import TaskBatch
+from metadapt.tasks.family import TaskFamily
 
 
 class Episodes:
@@ -70,3 +71,46 @@ class Episodes:
             query_x=flat(x[:, :, s:]), query_y=flat(labels[:, :, s:]).contiguous(),
             info={"classes": classes},
         )
+
+
+class EpisodeFamily(TaskFamily):
+    """A task family of N-way K-shot episodes over classes of examples: subclasses give the classes
+    of each split (``classes(split)``, a mapping of class name to examples) and the recipe options
+    ``ways``, ``shots``, ``queries``; evaluation runs every ``eval.ways`` × ``eval.shots``."""
+
+    classification = True
+
+    @property
+    def outputs(self) -> int:
+        return self.options.ways
+
+    def classes(self, split: str) -> Mapping:
+        raise NotImplementedError
+
+    def tasks(self, split="train", shots=None, queries=None, ways=None) -> Episodes:
+        o = self.options
+        return Episodes(self.classes(split), ways=o.ways if ways is None else ways,
+                        shots=o.shots if shots is None else shots,
+                        queries=o.queries if queries is None else queries)
+
+    def num_classes(self, split: str = "train") -> int:
+        return len(self.classes(split))
+
+    def eval_settings(self, eval_config):
+        return [(f"{ways}-way {shots}-shot",
+                 self.tasks("test", ways=ways, shots=shots, queries=eval_config.queries),
+                 1000 * ways + shots) for ways in eval_config.ways for shots in eval_config.shots]
+
+    def example_figures(self, methods, settings, run_dir, steps, eval_config):
+        from metadapt.evaluation.plots import plot_example_episodes
+
+        label, batch = next(iter(settings.items()))
+        rel = "plots/example_episodes.png"
+        plot_example_episodes(next(iter(methods.values())), batch.to("cpu"), run_dir / rel)
+        return {f"Example episodes, {label}": rel}
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        super().check_config(config)
+        if not config.eval.ways:
+            raise UserError(f"eval.ways must be a non-empty list of integers >= 2, got {config.eval.ways}")

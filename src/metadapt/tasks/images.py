@@ -14,8 +14,7 @@ from functools import lru_cache
 from metadapt.errors import UserError
 from metadapt.options import option
 from metadapt.registry import register
-from metadapt.tasks.episodes import Episodes
-from metadapt.tasks.family import TaskFamily
+from metadapt.tasks.episodes import EpisodeFamily, Episodes
 
 DATASETS = ("folder", "mini-imagenet", "tiered-imagenet", "cifar-fs", "cub")
 
@@ -55,13 +54,12 @@ class ImagesOptions:
 
 
 @register("task", "images")
-class ImagesFamily(TaskFamily):
+class ImagesFamily(EpisodeFamily):
     """Image classification episodes; the score is query accuracy."""
 
     Options = ImagesOptions
     default_model = "conv4"
     models = ("conv4", "resnet12")
-    classification = True
 
     @property
     def size(self) -> int:
@@ -71,43 +69,22 @@ class ImagesFamily(TaskFamily):
     def input_shape(self) -> tuple[int, int, int]:
         return (self.options.channels, self.size, self.size)
 
-    @property
-    def outputs(self) -> int:
-        return self.options.ways
-
-    def _subset(self, split: str):
+    def classes(self, split: str):
         o = self.options
         if len(o.split) != 3:
             raise UserError(f"task.split must be three shares (train, val, test), got {o.split}")
-        splits = _splits(o.dataset, o.data_dir, self.size, o.channels, o.lazy, tuple(o.split), o.split_seed,
-                         o.cache_dir)
-        return splits[split]
+        return _splits(o.dataset, o.data_dir, self.size, o.channels, o.lazy, tuple(o.split), o.split_seed,
+                       o.cache_dir)[split]
 
     def tasks(self, split="train", shots=None, queries=None, ways=None) -> Episodes:
-        o = self.options
-        classes, ways = self._subset(split), o.ways if ways is None else ways
-        if ways > len(classes):
+        ways = self.options.ways if ways is None else ways
+        available = len(self.classes(split))
+        if ways > available:
             key = "task.ways" if split != "test" else "eval.ways"
+            o = self.options
             raise UserError(f"{key}={ways} needs {ways} classes, but the {split} split of {o.dataset} "
-                            f"({o.data_dir}) has {len(classes)}; lower {key} or add classes")
-        return Episodes(classes, ways=ways, shots=o.shots if shots is None else shots,
-                        queries=o.queries if queries is None else queries)
-
-    def num_classes(self, split: str = "train") -> int:
-        return len(self._subset(split))
-
-    def eval_settings(self, eval_config):
-        return [(f"{ways}-way {shots}-shot",
-                 self.tasks("test", ways=ways, shots=shots, queries=eval_config.queries),
-                 1000 * ways + shots) for ways in eval_config.ways for shots in eval_config.shots]
-
-    def example_figures(self, methods, settings, run_dir, steps, eval_config):
-        from metadapt.evaluation.plots import plot_example_episodes
-
-        label, batch = next(iter(settings.items()))
-        rel = "plots/example_episodes.png"
-        plot_example_episodes(next(iter(methods.values())), batch.to("cpu"), run_dir / rel)
-        return {f"Example episodes, {label}": rel}
+                            f"({o.data_dir}) has {available}; lower {key} or add classes")
+        return super().tasks(split, shots, queries, ways)
 
     def describe(self) -> list[str]:
         o = self.options
@@ -116,9 +93,3 @@ class ImagesFamily(TaskFamily):
                 "cub": "CUB-200-2011 (Chen et al. 2019 split)"}[o.dataset]
         return [f"- Tasks: {name}, {self.size}×{self.size} {'RGB' if o.channels == 3 else 'grey'}; "
                 f"{o.ways}-way {o.shots}-shot episodes with {o.queries} queries per class in training."]
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        super().check_config(config)
-        if not config.eval.ways:
-            raise UserError(f"eval.ways must be a non-empty list of integers >= 2, got {config.eval.ways}")

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from metadapt.errors import UserError
 from metadapt.options import option
 from metadapt.registry import register
-from metadapt.tasks.episodes import Episodes
-from metadapt.tasks.family import TaskFamily
+from metadapt.tasks.episodes import EpisodeFamily
 
 
 @lru_cache(maxsize=4)
@@ -34,54 +32,21 @@ class OmniglotOptions:
 
 
 @register("task", "omniglot")
-class OmniglotFamily(TaskFamily):
+class OmniglotFamily(EpisodeFamily):
     """Omniglot character classification episodes; the score is query accuracy."""
 
     Options = OmniglotOptions
     default_model = "conv4"
     models = ("conv4",)
-    classification = True
     input_shape = (1, 28, 28)
 
-    @property
-    def outputs(self) -> int:
-        return self.options.ways
-
-    def _subset(self, split: str) -> dict:
+    def classes(self, split: str):
         o = self.options
         name = {"train": o.train_subset, "val": o.val_subset, "test": o.test_subset}[split]
         return _classes(name, o.split, o.data_dir, o.download)
-
-    def tasks(self, split="train", shots=None, queries=None, ways=None) -> Episodes:
-        o = self.options
-        return Episodes(self._subset(split), ways=o.ways if ways is None else ways,
-                        shots=o.shots if shots is None else shots,
-                        queries=o.queries if queries is None else queries)
-
-    def num_classes(self, split: str = "train") -> int:
-        return len(self._subset(split))
-
-    def eval_settings(self, eval_config):
-        return [(f"{ways}-way {shots}-shot",
-                 self.tasks("test", ways=ways, shots=shots, queries=eval_config.queries),
-                 1000 * ways + shots) for ways in eval_config.ways for shots in eval_config.shots]
-
-    def example_figures(self, methods, settings, run_dir, steps, eval_config):
-        from metadapt.evaluation.plots import plot_example_episodes
-
-        label, batch = next(iter(settings.items()))
-        rel = "plots/example_episodes.png"
-        plot_example_episodes(next(iter(methods.values())), batch.to("cpu"), run_dir / rel)
-        return {f"Example episodes, {label}": rel}
 
     def describe(self) -> list[str]:
         o = self.options
         return [f"- Tasks: Omniglot ({o.split} split, trained on `{o.train_subset}`, "
                 f"tested on `{o.test_subset}`), "
                 f"{o.ways}-way {o.shots}-shot episodes with {o.queries} queries per class in training."]
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        super().check_config(config)
-        if not config.eval.ways:
-            raise UserError(f"eval.ways must be a non-empty list of integers >= 2, got {config.eval.ways}")
