@@ -295,3 +295,12 @@ def test_train_and_evaluate_on_your_own_image_folder(tmp_path, monkeypatch, caps
     assert best > 0.5  # the synthetic classes are separable: far above chance (1/3) after 30 episodes
     assert (run / "plots/example_episodes.png").stat().st_size > 5_000
     assert "3×16×16" in (run / "report.md").read_text() or "16×16 RGB" in (run / "report.md").read_text()
+
+
+def test_a_cache_over_the_memory_limit_is_read_lazily_by_default(tmp_path, monkeypatch):
+    root = class_tree(tmp_path / "big", classes=3, per_class=2)
+    small = load_image_folder(root, size=8, cache_dir=tmp_path / "c", progress=False)
+    assert not isinstance(small.array, np.memmap)
+    monkeypatch.setattr(images, "MEMORY_LIMIT", 100)  # bytes: this cache is larger
+    big = load_image_folder(root, size=8, cache_dir=tmp_path / "c", progress=False)
+    assert isinstance(big.array, np.memmap)
