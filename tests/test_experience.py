@@ -55,6 +55,21 @@ def test_linear_baseline_matches_a_least_squares_fit_per_task():
     assert phi[0, 0, :2].tolist() == [10.0, 100.0]  # observations clipped to [-10, 10]
 
 
+def test_a_singular_baseline_system_is_retried_with_a_larger_ridge_task_by_task():
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(2, 4, 7, 2, generator=g)
+    returns = torch.randn(2, 4, 7, generator=g)
+    mask = torch.ones(2, 4, 7)
+    mask[1, :, 1:] = 0  # task 1: every trajectory ended at its first step, at the same point
+    obs[1, :, 0] = 0.0
+    weights = fit_linear_baseline(obs, returns, mask, reg=0.0)  # a plain solve raised here
+    assert torch.isfinite(weights).all()
+    alone = fit_linear_baseline(obs[:1], returns[:1], mask[:1], reg=0.0)
+    assert torch.equal(weights[0], alone[0])  # the task that solved keeps its first solution
+    fitted = linear_baseline(obs, returns, mask)
+    assert torch.isfinite(fitted).all()
+
+
 def test_rollout_carries_the_policy_state_across_episodes_and_masks_after_termination():
     g = torch.Generator().manual_seed(0)
     env = Navigation(horizon=5, goals=torch.tensor([[0.15, 0.0], [0.5, 0.5]]))

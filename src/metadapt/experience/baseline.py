@@ -3,7 +3,8 @@
 ``V(s_t) = w · φ(s_t, t)`` with ``φ = [s, s², τ, τ², τ³, 1]``, ``τ = t / 100`` and observations clipped
 to ``[-10, 10]``; ``w`` is the ridge-regression fit to the discounted returns of the task's own
 trajectories, ``(ΦᵀΦ + λI) w = ΦᵀG``, with ``λ = 10⁻⁵`` raised tenfold (up to five times) until the
-solution is finite, as rllab does. One fit per task, all tasks solved as one batched system.
+system solves and the solution is finite, as rllab does (per task; a task that never solves gets
+``w = 0``, no baseline). One fit per task, all tasks solved as one batched system.
 """
 from __future__ import annotations
 
@@ -26,9 +27,19 @@ def fit_linear_baseline(observations: torch.Tensor, returns: torch.Tensor, mask:
     target = (returns * mask).flatten(1, 2)[..., None]                 # [T, C·N, 1]
     gram, rhs = phi.transpose(1, 2) @ phi, phi.transpose(1, 2) @ target
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-    for _ in range(5):
-        weights = torch.linalg.solve(gram + reg * eye, rhs)[..., 0]
-        if torch.isfinite(weights).all():
+    weights = torch.zeros(rhs.shape[:-1], dtype=rhs.dtype, device=rhs.device)
+    pending = torch.ones(gram.shape[0], dtype=torch.bool, device=gram.device)
+    for attempt in range(6):
+        # a singular system (e.g. every trajectory ended at its first step) is retried with a larger λ,
+        # task by task; the tasks that solved keep their first solution
+        solution, info = torch.linalg.solve_ex(gram[pending] + reg * eye, rhs[pending])
+        good = (info == 0) & torch.isfinite(solution).all((-2, -1))
+        if attempt == 5:  # λ = 1: the ridge term alone makes it solvable; anything left falls back to 0
+            good = torch.isfinite(solution).all((-2, -1))
+        index = pending.nonzero()[:, 0]
+        weights[index[good]] = solution[good][..., 0]
+        pending[index[good]] = False
+        if not pending.any():
             break
         reg *= 10
     return weights
