@@ -30,7 +30,8 @@ def plot_scores(results: dict, path: Path) -> dict[str, list[float]]:
     names = list(dict.fromkeys(name for entry in results["settings"].values() for name in entry["methods"]))
     accuracy = results["metric"] == "accuracy"
     scale = 100 if accuracy else 1
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(labels) * max(1, len(names)) / 2), 3.6))
+    # about 1.4 inches per setting, so that "20-way 5-shot (1000 tasks)" labels never overlap
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(labels) * max(1.0, len(names) ** 0.5)), 3.6))
     width = 0.8 / max(1, len(names))
     drawn = {}
     for i, name in enumerate(names):
