@@ -119,6 +119,7 @@ def test_protonet_trains_and_evaluates_end_to_end_on_the_shared_copy(tmp_path, m
     assert main(["eval", str(run), "--tasks", "20", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "5-way 1-shot (20 tasks), accuracy %" in out and "20-way 5-shot" in out
+    assert "steps to accuracy" not in out  # ProtoNet takes no steps: no steps-to-target table
     results = __import__("json").loads((run / "eval/results.json").read_text())
     accuracy = results["settings"]["5-way 5-shot"]["methods"]["protonet"]["mean"][0]
     assert accuracy > 0.5  # 30 episodes of training already beat chance (20%) by far

@@ -137,7 +137,8 @@ def cmd_eval(args) -> int:
         print(rl_table(results, markdown=False))
     else:
         print(comparison_table(results, markdown=False))
-        print(speed_table(results, markdown=False))
+        if any(len(m["mean"]) > 1 for e in results["settings"].values() for m in e["methods"].values()):
+            print(speed_table(results, markdown=False))  # no steps taken: nothing to count
         paired = paired_table(results, markdown=False)
         if paired:
             print("\n" + paired)
