@@ -160,3 +160,17 @@ def test_a_zip_that_is_not_a_checkpoint_is_refused(tmp_path):
     path.write_bytes(buffer.getvalue())
     with pytest.raises(UserError):
         load_checkpoint(path)
+
+
+def test_a_damaged_pickle_that_trips_torch_s_own_assertion_is_a_user_error(tmp_path, good_checkpoint):
+    """Found by the property test above in CI: one flipped bit of the pickle makes torch's unpickler
+    fail an internal assertion ("saved_id must be a tuple") instead of raising an unpickling error."""
+    raw = bytearray(good_checkpoint)
+    raw[295] ^= 1
+    path = tmp_path / "c.pt"
+    path.write_bytes(bytes(raw))
+    try:
+        payload = load_checkpoint(path)
+    except UserError:
+        return
+    check_layout(payload, path)
