@@ -202,7 +202,8 @@ def _compiler(device: str) -> str | None:
         import importlib.util
 
         return "Triton" if importlib.util.find_spec("triton") else None
-    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+    # the compilers Inductor itself looks for: $CXX, else g++ (clang++ on macOS)
+    for name in (os.environ.get("CXX"), "clang++" if sys.platform == "darwin" else "g++"):
         if name and shutil.which(name):
             return shutil.which(name)
     return None
@@ -220,7 +221,8 @@ def cmd_demo(args) -> int:
         print(f"[demo] MAML's meta-step is compiled (torch.compile, Inductor; {compiler}); "
               "the first steps include compiling it")
     else:
-        why = "--no-compile" if args.compile is False else "no C++ compiler found (g++, c++, clang++ or $CXX)"
+        why = ("--no-compile" if args.compile is False else "Triton is not installed"
+               if args.device.startswith("cuda") else "no C++ compiler found ($CXX or g++)")
         print(f"[demo] MAML's meta-step runs eagerly ({why}): meta-training takes about four times as long")
     summaries, how = {}, "eager"
     # MAML with the paper code's inner step size (cbfinn/maml's update_lr default, 0.001; README): its

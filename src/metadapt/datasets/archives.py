@@ -117,7 +117,12 @@ def safe_unpickle(path: Path, what: str):
     try:
         with open(path, "rb") as f:
             return Restricted(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, MemoryError) as err:
-        raise UserError(f"{what} {str(path)!r} is not a plain data pickle ({err}); it was not loaded, "
-                        "since loading it could run code: use the original file") from None
+    except pickle.UnpicklingError as err:
+        if str(err).startswith("it names "):
+            raise UserError(f"{what} {str(path)!r} is not a plain data pickle ({err}); it was not loaded, "
+                            "since loading it could run code: use the original file") from None
+        raise UserError(f"{what} {str(path)!r} is damaged or truncated ({err}); use the original "
+                        "file") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError) as err:
+        raise UserError(f"{what} {str(path)!r} is damaged or truncated ({type(err).__name__}); use the "
+                        "original file") from None

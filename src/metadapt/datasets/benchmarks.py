@@ -26,12 +26,12 @@ Pickles are read without executing code (``archives.safe_unpickle``).
 from __future__ import annotations
 
 import csv
-import random
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from metadapt.datasets.archives import safe_member_name, safe_unpickle, verify_checksum
 from metadapt.datasets.cifar_fs_split import CIFAR_FS_SPLIT
@@ -61,7 +61,9 @@ MINI_IMAGENET_CSV = {
 #: classes per split, and images per class where every class has the same number
 EXPECTED = {"mini-imagenet": ((64, 16, 20), 600), "tiered-imagenet": ((351, 97, 160), None),
             "cifar-fs": ((64, 16, 20), 600), "cub": ((100, 50, 50), None)}
-MAX_MEMBER_BYTES = 64 * 1024**2
+#: the largest archive member read into memory: CIFAR-100's ``train`` pickle is 50,000 × 3,072 bytes
+#: of pixels and more; a CUB image is well under a megabyte
+MAX_MEMBER_BYTES = {"cifar-100-python/": 512 * 1024**2, "CUB_200_2011/images/": 64 * 1024**2}
 REPLACE = "replace it with the published file, or give the images as train/, val/ and test/ class folders"
 
 
@@ -108,8 +110,8 @@ def folder_splits(root: Path, size: int, channels: int, cache_dir, lazy, split, 
                             "class folders directly in it to have them split by task.split")
         return {s: load_image_folder(root / s, size, channels, cache_dir, lazy, progress) for s in SPLITS}
     classes = load_image_folder(root, size, channels, cache_dir, lazy, progress)
-    names = list(classes)
-    random.Random(split_seed).shuffle(names)
+    order = torch.randperm(len(classes), generator=torch.Generator().manual_seed(split_seed)).tolist()
+    names = [list(classes)[i] for i in order]
     total = sum(split)
     cuts = np.round(np.cumsum(split) / total * len(names)).astype(int)
     groups = np.split(np.asarray(names, dtype=object), cuts[:-1])
@@ -145,7 +147,10 @@ def _not_found(dataset: str, root: Path, forms: str) -> UserError:
 
 # ----- mini-ImageNet ---------------------------------------------------------------------------
 def _mini_imagenet(root, size, channels, cache_dir, lazy, progress, checksums):
-    if all((root / f"{s}.csv").is_file() for s in SPLITS) and (root / "images").is_dir():
+    if all((root / f"{s}.csv").is_file() for s in SPLITS):
+        if not (root / "images").is_dir():
+            raise UserError(f"{str(root)!r} has train.csv, val.csv and test.csv but no images/ folder; put "
+                            "the mini-ImageNet images (the files the CSVs name) in images/ beside them")
         for s in SPLITS:
             verify_checksum(root / f"{s}.csv", checksums.get(f"{s}.csv", MINI_IMAGENET_CSV[f"{s}.csv"]),
                             REPLACE)
@@ -181,7 +186,7 @@ def _csv_split(root: Path, split: str, size, channels, cache_dir, lazy, progress
         if not f.is_file():
             raise UserError(f"mini-ImageNet image {f.name!r} listed in {path.name} is missing from "
                             f"{str(root / 'images')!r}; restore the images folder")
-    stats = [(f.name, f.stat().st_size) for f in files]
+    stats = [str(root.resolve())] + [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
     def images() -> Iterator[np.ndarray]:
         for f in files:
@@ -320,7 +325,7 @@ def _tar_members(archive: Path, prefix: str, suffixes: tuple[str, ...]) -> Itera
                 name = str(safe_member_name(member.name, archive))
                 if not (name.startswith(prefix) and member.isfile() and name.lower().endswith(suffixes)):
                     continue
-                if member.size > MAX_MEMBER_BYTES:
+                if member.size > MAX_MEMBER_BYTES[prefix]:
                     raise UserError(f"{str(archive)!r} entry {name!r} is {member.size:,} bytes, too large "
                                     "for this dataset; the archive is not the published one")
                 yield name, tar.extractfile(member).read()

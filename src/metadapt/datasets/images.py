@@ -58,7 +58,7 @@ class ClassImages:
 
 def to_float(images: np.ndarray) -> torch.Tensor:
     """``uint8 [k, H, W, C]`` → ``float32 [k, C, H, W]`` in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
 
 class ImageClasses(Mapping):
@@ -92,6 +92,9 @@ class ImageClasses(Mapping):
     def take(self, classes: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
         """Images ``picks [..., k]`` (within-class indices) of ``classes [...]`` (indices into
         this mapping's order) as ``float32 [..., k, C, H, W]``."""
+        counts = self.counts[classes.numpy()][..., None]
+        if picks.numel() and (int(picks.min()) < 0 or bool((picks.numpy() >= counts).any())):
+            raise IndexError("an image index is beyond its class's images")
         rows = self.starts[classes.numpy()][..., None] + picks.numpy()
         flat = rows.reshape(-1)
         if self.lazy:  # read each image once, in file order
@@ -104,6 +107,22 @@ class ImageClasses(Mapping):
         return out.reshape(*rows.shape, *out.shape[1:])
 
 
+def _eight_bit(image):
+    """16-bit and 32-bit integer images scaled to 8 bits (Pillow's ``convert`` would clip them at
+    255), float images from [0, 1] (or [0, 255]) likewise; other modes are returned as they are."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        high = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        return Image.fromarray(np.clip(np.round(values * 255.0 / high), 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        scale = 255.0 if values.max() <= 1.0 else 1.0
+        return Image.fromarray(np.clip(np.round(values * scale), 0, 255).astype(np.uint8), "L")
+    return image
+
+
 def decode(data: bytes | Path, name: str, size: int, channels: int) -> np.ndarray:
     """One image file (bytes or path) → ``uint8 [size, size, channels]``; a file that is not an
     image, is damaged or is absurdly large is refused with its name."""
@@ -114,7 +133,8 @@ def decode(data: bytes | Path, name: str, size: int, channels: int) -> np.ndarra
             if image.width * image.height > MAX_IMAGE_PIXELS:
                 raise UserError(f"image {name!r} is {image.width}×{image.height} pixels, more than "
                                 f"{MAX_IMAGE_PIXELS:,}; shrink it or remove it")
-            image = image.convert("RGB" if channels == 3 else "L").resize((size, size), Image.LANCZOS)
+            image = _eight_bit(image).convert("RGB" if channels == 3 else "L")
+            image = image.resize((size, size), Image.LANCZOS)
             array = np.asarray(image, dtype=np.uint8)
     except Image.DecompressionBombError:
         raise UserError(f"image {name!r} claims more pixels than Pillow will decode (a decompression "
@@ -159,6 +179,9 @@ def build_cache(path: Path, names: list[str], counts: list[int], images: Iterabl
 
     def write_array(tmp: Path) -> None:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(total, size, size, channels))
+        if hasattr(os, "posix_fallocate"):  # a full disk is an OSError now, not a SIGBUS while writing
+            with open(tmp, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
         bar = progress_bar(total, desc=f"decode into cache {path.stem}", unit="img", enabled=progress)
         filled = 0
         try:
@@ -195,7 +218,7 @@ def open_cache(path: Path, lazy: bool | None) -> ImageClasses | None:
         if (array.dtype != np.uint8 or array.ndim != 4 or len(array) != sum(counts)
                 or array.shape[1:] != (index["size"], index["size"], index["channels"])):
             return None
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, EOFError, json.JSONDecodeError):
         return None
     return ImageClasses(array, names, counts, lazy)
 
