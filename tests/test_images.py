@@ -346,3 +346,12 @@ def test_a_truncated_pickle_is_called_damaged_not_unsafe(tmp_path):
         (tmp_path / f"mini-imagenet-cache-{split}.pkl").write_bytes(data[:40])
     with pytest.raises(UserError, match="damaged or truncated"):
         load_benchmark("mini-imagenet", tmp_path, size=4, cache_dir=tmp_path / "c", progress=False)
+
+
+def test_resnet12_options_that_cannot_build_are_one_line_errors():
+    from metadapt.models.resnet12 import ResNet12Options
+
+    with pytest.raises(UserError, match="model.widths must list the four"):
+        ResNet12.from_options(ResNet12Options(widths=[1, 2]), (3, 32, 32), 5)
+    with pytest.raises(UserError, match="8×8 is too small"):
+        ResNet12.from_options(ResNet12Options(), (3, 8, 8), 5)

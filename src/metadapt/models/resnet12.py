@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from metadapt.errors import UserError
 from metadapt.models.conv4 import SpatialMean
 from metadapt.options import option
 from metadapt.registry import register
@@ -87,6 +88,13 @@ class ResNet12(nn.Sequential):
     @classmethod
     def from_options(cls, options: ResNet12Options, input_shape: tuple[int, ...],
                      outputs: int | None) -> ResNet12:
+        if len(options.widths) != 4:
+            raise UserError(f"model.widths must list the four blocks' channels, e.g. [64, 160, 320, 640]; "
+                            f"got {options.widths}")
+        if input_shape[-1] < 16:
+            size = input_shape[-1]
+            raise UserError(f"ResNet-12 halves the image four times; {size}×{size} is too small: use images "
+                            "of at least 16×16 (task.image_size)")
         return cls(input_shape[0], options.widths, out_features=outputs, image_size=input_shape[-1],
                    pool=options.pool)
 
