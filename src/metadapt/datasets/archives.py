@@ -12,6 +12,17 @@ from pathlib import Path, PurePosixPath
 from metadapt.errors import UserError
 
 
+def default_data_dir(dataset: str) -> Path:
+    """Where a dataset's files are looked for by default: ``$METADAPT_DATA/DATASET``, else
+    ``~/.cache/metadapt/data/DATASET``."""
+    return Path(os.environ.get("METADAPT_DATA", Path.home() / ".cache" / "metadapt" / "data")) / dataset
+
+
+def default_cache_dir() -> Path:
+    """Where decoded arrays are cached: ``$METADAPT_CACHE``, else ``~/.cache/metadapt/cache``."""
+    return Path(os.environ.get("METADAPT_CACHE", Path.home() / ".cache" / "metadapt" / "cache"))
+
+
 def file_digests(path: Path) -> dict[str, str]:
     """``{"sha256": ..., "md5": ...}`` of a file, read once."""
     sha, md5 = hashlib.sha256(), hashlib.md5()

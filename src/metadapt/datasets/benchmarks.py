@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metadapt.datasets.archives import safe_member_name, safe_unpickle, verify_checksum
+from metadapt.datasets.archives import default_data_dir, safe_member_name, safe_unpickle, verify_checksum
 from metadapt.datasets.cifar_fs_split import CIFAR_FS_SPLIT
 from metadapt.datasets.images import (ImageClasses, build_cache, cached, decode, load_image_folder,
                                       resize_array, scan_class_folders)
@@ -65,12 +65,6 @@ EXPECTED = {"mini-imagenet": ((64, 16, 20), 600), "tiered-imagenet": ((351, 97, 
 #: of pixels and more; a CUB image is well under a megabyte
 MAX_MEMBER_BYTES = {"cifar-100-python/": 512 * 1024**2, "CUB_200_2011/images/": 64 * 1024**2}
 REPLACE = "replace it with the published file, or give the images as train/, val/ and test/ class folders"
-
-
-def default_data_dir(dataset: str) -> Path:
-    import os
-
-    return Path(os.environ.get("METADAPT_DATA", Path.home() / ".cache" / "metadapt" / "data")) / dataset
 
 
 def load_benchmark(dataset: str, data_dir: str | Path | None, size: int, channels: int = 3,

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from metadapt.datasets.archives import default_cache_dir
 from metadapt.errors import UserError
 from metadapt.progress import progress as progress_bar
 
@@ -34,10 +35,6 @@ MEMORY_LIMIT = 2 * 1024**3
 #: the most pixels one source image may have (Pillow's own bomb limit is about 179 million)
 MAX_IMAGE_PIXELS = 50_000_000
 CACHE_FORMAT = 1
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("METADAPT_CACHE", Path.home() / ".cache" / "metadapt" / "cache"))
 
 
 class ClassImages:
@@ -266,8 +263,8 @@ def load_image_folder(root: str | Path, size: int = 84, channels: int = 3,
     """Every class of a ``root/class/image`` tree, decoded and resized once into the cache."""
     root = Path(root).expanduser()
     classes = scan_class_folders(root)
-    stats = [(name, f.name, f.stat().st_size, f.stat().st_mtime_ns)
-             for name, files in classes.items() for f in files]
+    stats = [(name, f.name, st.st_size, st.st_mtime_ns)
+             for name, files in classes.items() for f in files for st in (f.stat(),)]
     names = list(classes)
     counts = [len(classes[n]) for n in names]
 

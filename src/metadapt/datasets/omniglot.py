@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metadapt.datasets.archives import download, open_zip, verify_checksum
+from metadapt.datasets.archives import (default_cache_dir, default_data_dir, download, open_zip,
+                                        verify_checksum)
 from metadapt.errors import UserError
 
 ARCHIVES = {
@@ -47,14 +48,6 @@ VINYALS_SUBSETS = ("train", "val", "test", "trainval")
 #: ("val"), so that no choice (best.pt) is ever made on test classes; "trainval" is all of them
 BACKGROUND_SUBSETS = ("train", "val", "trainval", "test")
 ROTATIONS = {"rot000": 0, "rot090": 1, "rot180": 2, "rot270": 3}
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("METADAPT_DATA", Path.home() / ".cache" / "metadapt" / "data")) / "omniglot"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("METADAPT_CACHE", Path.home() / ".cache" / "metadapt" / "cache"))
 
 
 def _fetch(path: Path, url: str, allow_download: bool, what: str) -> None:
@@ -131,7 +124,7 @@ def load_characters(data_dir: str | Path | None = None, cache_dir: str | Path | 
 
     ``checksums`` replaces the accepted digests (for archives built by tests).
     """
-    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir("omniglot")
     archives, digests = {}, []
     for name, accepted in (checksums or ARCHIVES).items():
         path = data_dir / name
@@ -173,7 +166,7 @@ def load_omniglot(subset: str = "train", split: str = "vinyals", data_dir: str |
                   progress: bool = True,
                   checksums: dict[str, list[dict[str, str]]] | None = None) -> dict[str, torch.Tensor]:
     """Classes of one subset: ``name -> float32 [n, 1, size, size]`` in [0, 1], strokes bright."""
-    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir("omniglot")
     characters = load_characters(data_dir, cache_dir, allow_download, image_size, progress, checksums)
     classes: dict[str, torch.Tensor] = {}
     if split == "vinyals":
