@@ -59,6 +59,24 @@ def test_reptile_pseudo_gradient_is_init_minus_mean_adapted_weights(sine_batch64
     assert metrics["query_loss"] > 0
 
 
+def test_reptile_logs_the_mean_query_loss_of_classification_tasks():
+    # [T, Q, C] predictions once reached cross_entropy unflattened: classes read from the query axis
+    from metadapt.tasks.batch import TaskBatch
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    batch = TaskBatch(torch.randn(2, 5, 6, generator=g), torch.arange(5).repeat(2, 1),
+                      torch.randn(2, 10, 6, generator=g), torch.arange(5).repeat_interleave(2).repeat(2, 1))
+    reptile = Reptile(MLP(6, [8], 5).double(), inner_lr=0.1, inner_steps=2, loss="cross_entropy")
+    batch = TaskBatch(*(t.double() if t.is_floating_point() else t for t in
+                        (batch.support_x, batch.support_y, batch.query_x, batch.query_y)))
+    _, metrics = reptile.meta_loss(batch)
+    adapted = reptile.adapt_tasks(batch.support_x, batch.support_y, 2)
+    prediction = adapted.predict(batch.query_x)
+    expected = torch.stack([nn.functional.cross_entropy(prediction[i], batch.query_y[i]) for i in range(2)])
+    assert metrics["query_loss"] == pytest.approx(float(expected.mean()), rel=1e-12)
+
+
 def test_pretrain_loss_is_joint_regression_on_all_points(sine_batch64):
     torch.manual_seed(0)
     pre = Pretrain(MLP(1, [8], 1).double())

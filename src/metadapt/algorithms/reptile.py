@@ -30,7 +30,8 @@ class Reptile(GradientLearner):
     def meta_loss(self, batch: TaskBatch) -> tuple[torch.Tensor, dict[str, float]]:
         adapted = self.adapt_tasks(batch.support_x, batch.support_y, self.inner_steps)
         target = adapted.params
-        query = self.loss_fn(adapted.predict(batch.query_x), batch.query_y)
+        # the tasks' query sets as one batch ([T, Q, …] → [T·Q, …]): the mean of equal-sized tasks' losses
+        query = self.loss_fn(adapted.predict(batch.query_x).flatten(0, 1), batch.query_y.flatten(0, 1))
         params = self.meta_params()
         displacement = {n: (params[n].detach() - target[n]).mean(0) for n in self.adapted_names}
         surrogate = sum((params[n] * displacement[n]).sum() for n in self.adapted_names)
