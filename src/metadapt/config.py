@@ -41,6 +41,10 @@ class TrainConfig:
                                                   "resume from any with --resume-from step-N")
     device: str = option("cpu", help="cpu, cuda, cuda:N or mps")
     threads: int = option(0, low=0, help="torch intra-op threads; 0 keeps torch's default")
+    deterministic: bool = option(False,
+                                 help="GPU: only deterministic kernels (torch.use_deterministic_algorithms), "
+                                      "so a resumed or repeated CUDA run is bit-identical; slower. CPU runs "
+                                      "are bit-identical without it")
     compile: bool = option(False, help="fuse meta-gradient and optimizer step in one torch.compile graph "
                                        "(tens of seconds to compile; pays off for small models)")
     on_nonfinite: str = option("stop", choices=("stop", "skip"),

@@ -34,8 +34,8 @@ RUN_ENTRIES = {"config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "p
 #: settings a resume may change; every other change is refused before the run is touched
 RESUMABLE = ("train.iterations", "train.time_limit_s", "train.log_every", "train.val_every",
              "train.checkpoint_every", "train.keep_checkpoints", "train.threads", "train.device",
-             "train.keep_freed_memory", "train.on_nonfinite", "train.loggers", "task.data_dir",
-             "task.download", "name", "eval.")
+             "train.deterministic", "train.keep_freed_memory", "train.on_nonfinite", "train.loggers",
+             "task.data_dir", "task.download", "name", "eval.")
 STEP_NAME = re.compile(r"step-(\d{8})\.pt")
 
 

@@ -189,8 +189,26 @@ def _train(config, run_dir, resume, overwrite, progress, context, given_tasks, g
         # every process learns of a refusal (checked by rank 0 alone) before any waits for the others
         if distributed.agree(context, {"refused": refusal is not None})["refused"] > 0:
             raise refusal or UserError("refused by the main process")
+        if cfg.deterministic:
+            stack.enter_context(deterministic_kernels())
         return _train_locked(config, run_dir, recorded, resume, overwrite, progress, context, val_tasks,
                              train_tasks, device, algorithm, outer, start_from)
+
+
+@contextmanager
+def deterministic_kernels():
+    """``train.deterministic``: PyTorch's deterministic kernels for the run, its setting restored after.
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first use in the process; it is set here where
+    the user has not, which is in time when training is the process's first GPU work (the CLI)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before, benchmark = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def _resume_point(run_dir: Path, config: Config, recorded: dict, resume_from: str | None) -> Path | None:

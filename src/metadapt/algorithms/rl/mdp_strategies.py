@@ -47,7 +47,8 @@ class MDPStrategy:
         self.rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,), generator=generator)))
 
     def act(self, obs: torch.Tensor, last: Last | None, carry):
-        s_now = obs.argmax(-1)
+        # the counts and the planning live on the CPU whatever device the environments step on
+        s_now = obs.argmax(-1).cpu()
         if last is None:
             shape = (*obs.shape[:2], self.states, self.actions)
             zeros = lambda *s: torch.zeros(*s, dtype=torch.float64)  # noqa: E731
@@ -55,9 +56,9 @@ class MDPStrategy:
                      "s": s_now}
         else:
             t_idx, c_idx = torch.meshgrid(*(torch.arange(d) for d in obs.shape[:2]), indexing="ij")
-            s, a, s_next = carry["s"], last.action, last.observation.argmax(-1)
+            s, a, s_next = carry["s"], last.action.cpu(), last.observation.argmax(-1).cpu()
             carry["n"][t_idx, c_idx, s, a] += 1
-            carry["r"][t_idx, c_idx, s, a] += last.reward.double()
+            carry["r"][t_idx, c_idx, s, a] += last.reward.double().cpu()
             carry["next"][t_idx, c_idx, s, a, s_next] += 1
             carry["t"] += 1
             carry["s"] = s_now
