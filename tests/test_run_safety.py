@@ -299,7 +299,8 @@ def test_unknown_resume_checkpoint_lists_the_kept_ones(trained, tmp_path, capsys
 # ----- 10. under torchrun, a user error is printed once -------------------------------------------
 def test_under_torchrun_a_user_error_prints_once(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "metadapt", "train", RECIPE,
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "metadapt", "train",
+                           RECIPE,
                            "train.meta_lr=-1", "--run-dir", str(tmp_path / "run")], capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
     assert proc.stderr.count("metadapt: error: train.meta_lr must be positive") == 1, proc.stderr[-2000:]
@@ -406,7 +407,8 @@ def test_the_data_location_may_change_on_resume():
 def test_under_torchrun_a_refusal_of_the_main_process_is_one_line(trained, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     run = fresh_copy(trained, tmp_path)
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "metadapt", "train", RECIPE, *TINY,
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "metadapt", "train",
+                           RECIPE, *TINY,
                            "--run-dir", str(run)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.stderr.count("metadapt: error: run directory") == 1, proc.stderr[-3000:]
     assert "[rank1]" not in proc.stderr and "Connection closed" not in proc.stderr, proc.stderr[-3000:]
