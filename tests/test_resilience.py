@@ -1,5 +1,6 @@
 """Killed, interrupted, numerically faulty and multi-process runs end where they should."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -179,3 +180,39 @@ def test_gradient_shards_make_two_processes_bit_identical_to_one(tmp_path, algor
     a, b = final_state(tmp_path / "one"), final_state(tmp_path / "two")
     assert a["step"] == b["step"] == 6
     assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+
+
+RL_SMALL = {
+    "rl2": [str(ROOT / "configs/rl/rl2-bandits-n10-k5.yaml"), "task.pulls=6", "model.hidden=16",
+            "algorithm.minibatches=2"],
+    "maml-rl": [str(ROOT / "configs/rl/maml-rl-navigation.yaml"), "task.horizon=10", "model.hidden=[8, 8]",
+                "algorithm.trajectories=3"],
+    "maml-rl-ppo": [str(ROOT / "configs/rl/maml-rl-navigation.yaml"), "task.horizon=10",
+                    "model.hidden=[8, 8]", "algorithm.trajectories=3", "algorithm.outer=ppo",
+                    "algorithm.ppo_epochs=2"],
+}
+
+
+@pytest.mark.parametrize("variant", list(RL_SMALL))
+def test_rl_outer_steps_are_data_parallel_under_torchrun(tmp_path, variant):
+    # each process plays its slice of the meta-batch; the processes must hold the same parameters at
+    # every checkpoint (the trainer checks it and stops otherwise), and a rerun is the same run
+    settings = RL_SMALL[variant] + ["train.iterations=4", "train.meta_batch_size=6", "train.val_every=2",
+                                    "train.val_tasks=4", "train.checkpoint_every=2", "train.log_every=1",
+                                    "train.threads=1"]
+    runs = ["a", "b"] if variant == "rl2" else ["a"]
+    for name in runs:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc_per_node=2", "-m", "metadapt", "train", *settings,
+                               "--run-dir", str(tmp_path / name), "--no-progress"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    a = final_state(tmp_path / "a")
+    assert a["step"] == 4
+    logged = [json.loads(line) for line in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
+    train_rows = [row for row in logged if row["split"] == "train"]
+    assert len(train_rows) == 4 and all(math.isfinite(row["return"]) for row in train_rows)
+    if variant == "rl2":  # env steps are the sum over both processes: 6 trials of 6 pulls
+        assert train_rows[0]["env_steps"] == 36
+        b = final_state(tmp_path / "b")
+        assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])

@@ -122,6 +122,64 @@ def meta_gradient(algorithm, parameters: list[torch.nn.Parameter], batch: TaskBa
     return loss_share, metrics_share, finite
 
 
+def task_slice(num_tasks: int, context: Context) -> slice:
+    """This process's tasks of a meta-batch (contiguous; sizes differ by at most one)."""
+    if num_tasks < context.world_size:
+        raise UserError(f"train.meta_batch_size ({num_tasks}) must be at least the number of processes "
+                        f"({context.world_size}); raise it or use fewer")
+    bounds = torch.linspace(0, num_tasks, context.world_size + 1).round().long().tolist()
+    return slice(bounds[context.rank], bounds[context.rank + 1])
+
+
+def process_generator(generator: torch.Generator, context: Context) -> torch.Generator:
+    """The stream a process samples its own tasks' experience from: in one process the run's
+    generator itself; under torchrun a stream per process, seeded by one draw of the run's generator
+    (every process makes the same draw, so the run's stream stays in step everywhere) plus the rank."""
+    if not context.enabled:
+        return generator
+    seed = int(torch.randint(2 ** 62, (1,), generator=generator))
+    return torch.Generator().manual_seed(seed + context.rank)
+
+
+def weighted_sum(value: torch.Tensor, share: float, context: Context) -> torch.Tensor:
+    """``Σ_r share_r · value_r`` over the processes, the same on all (the meta-batch mean of values that
+    are means over each process's tasks); ``value`` itself in one process."""
+    if not context.enabled:
+        return value
+    total = value.detach() * share
+    dist.all_reduce(total)
+    return total
+
+
+def reduce_gradients(parameters: list[torch.nn.Parameter], share: float, context: Context) -> None:
+    """Replace every ``.grad`` by the share-weighted sum over the processes (no-op in one process)."""
+    if not context.enabled:
+        return
+    flat = weighted_sum(torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                                   for p in parameters]), share, context)
+    offset = 0
+    for p in parameters:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
+def check_in_step(module: torch.nn.Module, context: Context) -> None:
+    """Under torchrun, before a checkpoint: every process must hold the same meta-parameters (they
+    take the same updates by construction); a difference is a bug or a faulty machine, and stops the
+    run before it is saved."""
+    if not context.enabled:
+        return
+    state = [t for t in module.state_dict().values() if t.is_floating_point()]
+    fingerprint = torch.stack([sum(t.double().sum() for t in state),
+                               sum(t.double().square().sum() for t in state)])
+    high, low = fingerprint.clone(), fingerprint.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    if not torch.equal(high, low):
+        raise RuntimeError(f"process {context.rank}: the processes' meta-parameters differ "
+                           f"(fingerprints {low.tolist()} … {high.tolist()}); not saving a checkpoint")
+
+
 def sum_values(values: torch.Tensor, context: Context) -> torch.Tensor:
     if context.enabled:
         dist.all_reduce(values)

@@ -11,6 +11,12 @@ log-probabilities, values, advantages and returns), then ``epochs`` passes over 
 with advantages normalised per minibatch and the gradient clipped to a global norm. The updates
 happen inside ``step``; ``discard`` (a non-finite loss anywhere) puts the parameters and the
 optimizer back as they were before it.
+
+Under ``torchrun`` each process plays its slice of the meta-batch's tasks with a stream of its own
+(``distributed.process_generator``), and every minibatch's gradient is the share-weighted sum over the
+processes of their minibatches' gradients, so all processes take the same steps. A run is then
+reproducible for a given number of processes; unlike the supervised families (whose draws are all
+made from the one stream) not across numbers of processes.
 """
 from __future__ import annotations
 
@@ -19,7 +25,8 @@ import copy
 import torch
 
 from metadapt.errors import UserError
-from metadapt.training.steps import OuterStep, StepResult
+from metadapt.training import distributed
+from metadapt.training.steps import OuterStep, StepResult, shared_metrics
 
 
 def ppo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
@@ -51,7 +58,18 @@ class OptimizerStep(OuterStep):
 
     algorithm: torch.nn.Module
     optimizer: torch.optim.Optimizer
+    context: distributed.Context
     _before = None
+
+    def _draw(self, tasks, generator):
+        """This process's tasks of the meta-batch on the device, their share of it, and the stream
+        to play them with."""
+        env = tasks.sample(self.tasks_per_step, generator)
+        part = distributed.task_slice(env.num_tasks, self.context)
+        share = (part.stop - part.start) / env.num_tasks
+        if self.context.enabled:
+            env = env[part]
+        return env.to(self.device), share, distributed.process_generator(generator, self.context)
 
     def _remember(self) -> None:
         self._before = tuple(copy.deepcopy(x.state_dict()) for x in (self.algorithm, self.optimizer))
@@ -74,10 +92,7 @@ class PPOStep(OptimizerStep):
     def __init__(self, algorithm, optimizer: torch.optim.Optimizer, context, tasks_per_step: int,
                  device: torch.device, epochs: int, minibatches: int, clip: float, value_coef: float,
                  entropy_coef: float, max_grad_norm: float):
-        if context.world_size > 1:
-            raise UserError(f"algorithm.name={algorithm.name} trains in one process for now; run it "
-                            "without torchrun")
-        self.algorithm, self.optimizer, self.device = algorithm, optimizer, device
+        self.algorithm, self.optimizer, self.device, self.context = algorithm, optimizer, device, context
         self.tasks_per_step, self.epochs, self.minibatches = tasks_per_step, epochs, minibatches
         self.clip, self.value_coef, self.entropy_coef = clip, value_coef, entropy_coef
         self.max_grad_norm = max_grad_norm
@@ -85,7 +100,7 @@ class PPOStep(OptimizerStep):
 
     def step(self, tasks, generator) -> StepResult:
         self._remember()
-        env = tasks.sample(self.tasks_per_step, generator).to(self.device)
+        env, share, generator = self._draw(tasks, generator)
         batch = self.algorithm.experience(env, generator)
         trials = batch["actions"].shape[0]
         if trials < self.minibatches:
@@ -100,11 +115,12 @@ class PPOStep(OptimizerStep):
                 loss, stats = ppo_loss(log_probs, batch["log_probs"][index], batch["advantages"][index],
                                        values, batch["returns"][index], entropy, batch["mask"][index],
                                        self.clip, self.value_coef, self.entropy_coef)
-                if not torch.isfinite(loss):
+                if not torch.isfinite(loss) and not self.context.enabled:
                     finite = False
                     break
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss.backward()  # (under torchrun a non-finite loss reaches every process as its gradient)
+                distributed.reduce_gradients(self.parameters, share, self.context)
                 norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
                 if not torch.isfinite(norm):
                     finite = False
@@ -118,6 +134,7 @@ class PPOStep(OptimizerStep):
         metrics = {k: v / max(updates, 1) for k, v in totals.items()}
         metrics.update(batch["metrics"])
         metrics["query_loss"] = -batch["metrics"]["return"]
+        metrics = shared_metrics(metrics, share)
         return StepResult(metrics["query_loss"], metrics, finite)
 
 
@@ -129,27 +146,29 @@ class ClippedMetaStep(OptimizerStep):
 
     def __init__(self, algorithm, optimizer: torch.optim.Optimizer, context, tasks_per_step: int,
                  device: torch.device, epochs: int, clip: float):
-        if context.world_size > 1:
-            raise UserError(f"algorithm.name={algorithm.name} trains in one process for now; run it "
-                            "without torchrun")
-        self.algorithm, self.optimizer, self.device = algorithm, optimizer, device
+        self.algorithm, self.optimizer, self.device, self.context = algorithm, optimizer, device, context
+        self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
         self.tasks_per_step, self.epochs, self.clip = tasks_per_step, epochs, clip
 
     def step(self, tasks, generator) -> StepResult:
         a = self.algorithm
         self._remember()
-        env = tasks.sample(self.tasks_per_step, generator).to(self.device)
+        env, share, generator = self._draw(tasks, generator)
         batch = a.experience(env, generator)
         finite = True
         for _ in range(self.epochs):
             objective = a.surrogate(batch, with_sampling_term=True, clip=self.clip)
-            if not torch.isfinite(objective):
+            if not torch.isfinite(objective) and not self.context.enabled:
                 finite = False
                 break
             self.optimizer.zero_grad(set_to_none=True)
             (-objective).backward()
+            distributed.reduce_gradients(self.parameters, share, self.context)
+            if self.context.enabled and not all(bool(torch.isfinite(p.grad).all()) for p in self.parameters):
+                finite = False
+                break
             self.optimizer.step()
         metrics = dict(batch["metrics"])
         metrics["query_loss"] = -metrics["return"]
-        return StepResult(metrics["query_loss"], metrics, finite)
+        return StepResult(metrics["query_loss"], shared_metrics(metrics, share), finite)
 

@@ -36,6 +36,15 @@ class StepResult:
     finite: bool
 
 
+#: metrics that are counts: each process reports its own, and their sum over processes is the total
+COUNTS = ("env_steps",)
+
+
+def shared_metrics(metrics: dict[str, float], share: float) -> dict[str, float]:
+    """A process's metrics as its share of the meta-batch means (counts stay whole)."""
+    return {k: v if k in COUNTS else v * share for k, v in metrics.items()}
+
+
 class OuterStep:
     """Base of the outer steps (see the module's docstring)."""
 

@@ -354,6 +354,7 @@ def _train_locked(config, run_dir, recorded, resume, overwrite, progress, contex
                     if log:
                         log.flush()
                     saved_at = step
+                    distributed.check_in_step(algorithm, context)
                     checkpoint("last")
                 if interrupted:
                     distributed.barrier(context)

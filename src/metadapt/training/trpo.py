@@ -45,35 +45,40 @@ def trpo_update(parameters: list[torch.Tensor], surrogate: Callable[[], torch.Te
                 kl: Callable[[], torch.Tensor], max_kl: float = 0.01, damping: float = 1e-5,
                 cg_iterations: int = 10, backtracks: int = 15, backtrack_ratio: float = 0.8,
                 gradient: torch.Tensor | None = None,
-                metric: Callable[[], torch.Tensor] | None = None) -> dict[str, float]:
+                metric: Callable[[], torch.Tensor] | None = None,
+                reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
     """One TRPO update of ``parameters`` in place; returns what it did. ``gradient`` (flat) replaces
     the surrogate's own gradient (an estimator with extra terms, e.g. MAML-RL's sampling term);
     ``metric`` (default ``kl``) is the function whose Hessian the conjugate gradient uses (a cheaper
-    one on a subsample); the line search always checks ``kl``."""
+    one on a subsample); the line search always checks ``kl``. ``reduce`` combines what each process
+    computed on its tasks (the gradient, every Hessian-vector product, the surrogate and KL values)
+    into the meta-batch's, the same on every process, so all take the same step (data-parallel)."""
+    reduce = reduce or (lambda x: x)
     old = [p.detach().clone() for p in parameters]
     with torch.enable_grad():
         if gradient is None:
             before = surrogate()
-            g = _flat(torch.autograd.grad(before, parameters))
+            g = reduce(_flat(torch.autograd.grad(before, parameters)))
         else:
             g = gradient
             with torch.no_grad():
                 before = surrogate()
         kl_grad = _flat(torch.autograd.grad((metric or kl)(), parameters, create_graph=True))
+    before = reduce(before.detach())
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         hv = torch.autograd.grad(kl_grad @ v, parameters, retain_graph=True)
-        return _flat(hv) + damping * v
+        return reduce(_flat(hv)) + damping * v
 
     direction = conjugate_gradient(hvp, g.detach(), cg_iterations)
     shs = direction @ hvp(direction)
     step = torch.sqrt(2 * max_kl / shs.clamp(min=1e-12)) * direction
-    before = float(before.detach())
+    before = float(before)
     for k in range(backtracks):
         fraction = backtrack_ratio ** k
         _assign(parameters, old, fraction * step)
         with torch.no_grad():
-            after, divergence = float(surrogate()), float(kl())
+            after, divergence = float(reduce(surrogate())), float(reduce(kl()))
         if after > before and divergence <= max_kl and torch.isfinite(torch.tensor(after)):
             return {"surrogate_gain": after - before, "kl": divergence, "backtracks": float(k),
                     "accepted": 1.0}
