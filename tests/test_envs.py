@@ -8,6 +8,8 @@ import torch
 from metadapt.envs import BanditFamily, NavigationFamily, TabularMDPFamily
 from metadapt.envs.bandits import BanditOptions
 from metadapt.envs.navigation import Navigation, NavigationOptions
+from metadapt.envs.point_robot import (PointRobot, PointRobotFamily, PointRobotOptions,
+                                       SparsePointRobotFamily, SparsePointRobotOptions)
 from metadapt.envs.tabular import TabularOptions
 
 gymnasium = pytest.importorskip("gymnasium")
@@ -15,7 +17,9 @@ from metadapt.envs import gym as metagym  # noqa: E402
 
 FAMILIES = [(BanditFamily, BanditOptions(arms=5, pulls=10), metagym.BanditEnv),
             (TabularMDPFamily, TabularOptions(), metagym.TabularMDPEnv),
-            (NavigationFamily, NavigationOptions(horizon=30), metagym.Navigation2DEnv)]
+            (NavigationFamily, NavigationOptions(horizon=30), metagym.Navigation2DEnv),
+            (PointRobotFamily, PointRobotOptions(), metagym.PointRobotEnv),
+            (SparsePointRobotFamily, SparsePointRobotOptions(), metagym.SparsePointRobotEnv)]
 
 
 def random_actions(env, copies, generator):
@@ -28,11 +32,13 @@ def random_actions(env, copies, generator):
 def test_batched_step_equals_single_task_gymnasium_env(family_cls, options, single_cls):
     g = torch.Generator().manual_seed(3)
     batch = family_cls(options).sample(4, g)
-    state, obs = batch.reset(2, g)
+    starts = batch.reset_noise(2, g) if hasattr(batch, "start") else None  # random starts: given draws
+    state, obs = batch.start(starts) if starts is not None else batch.reset(2, g)
     singles = []
     for i in range(4):
         env = single_cls(**vars(options))
-        first, _ = env.reset(seed=0, options={"task": batch[i]})
+        given = {"reset_noise": starts[i, 0]} if starts is not None else {}
+        first, _ = env.reset(seed=0, options={"task": batch[i], **given})
         assert torch.equal(torch.as_tensor(first), obs[i, 0])
         singles.append(env)
     for _ in range(batch.horizon):
@@ -121,6 +127,32 @@ def test_navigation_rewards_termination_and_oracle_by_hand():
     near = Navigation(horizon=100, goals=torch.tensor([[0.005, -0.009]]))
     _, _, _, done = near.step(near.reset(1, None)[0], torch.zeros(1, 1, 2), None)
     assert done.all()
+
+
+def test_point_robots_move_reward_and_reach_their_oracle_by_hand():
+    env = PointRobot(horizon=20, goals=torch.tensor([[0.25, 0.0]]), random_start=False)
+    state, obs = env.reset(1, None)
+    assert torch.equal(obs, torch.zeros(1, 1, 2))
+    state, obs, reward, done = env.step(state, torch.tensor([[[5.0, -0.5]]]), None)
+    assert torch.allclose(obs[0, 0], torch.tensor([0.1, -0.05]))           # clipped to 1: speed 0.1
+    assert reward[0, 0].item() == pytest.approx(-math.hypot(0.15, 0.05))
+    assert not done.any()                                                   # episodes never end early
+    # straight at the goal: 0.1, 0.2, 0.25, then still → −0.15, −0.05, 0, 0, …
+    assert env.oracle_return()[0].item() == pytest.approx(-0.2, abs=1e-6)
+    sparse = env.with_reward(sparse=True)
+    assert sparse.oracle_return()[0].item() == pytest.approx(0.85 + 0.95 + 18, abs=1e-5)  # 1 − d within 0.2
+    far = PointRobot(horizon=20, goals=torch.tensor([[1.0, 0.0]]), random_start=False, sparse=True)
+    _, _, reward, _ = far.step(far.reset(1, None)[0], torch.ones(1, 1, 2), None)
+    assert reward.item() == 0.0                                             # outside the radius: nothing
+    # random starts ~ U[-1, 1]²; the oracle averages a fixed set of them
+    random = PointRobotFamily(PointRobotOptions()).sample(3, torch.Generator().manual_seed(0))
+    _, starts = random.reset(4000, torch.Generator().manual_seed(1))
+    assert float(starts.min()) >= -1 and float(starts.max()) <= 1 and abs(float(starts.mean())) < 0.02
+    assert torch.equal(random.oracle_return(), random.oracle_return())
+    assert bool((random.oracle_return() < 0).all())
+    family = SparsePointRobotFamily(SparsePointRobotOptions())
+    goals = family.sample(1000, torch.Generator().manual_seed(0)).goals
+    assert torch.allclose(goals.norm(dim=-1), torch.ones(1000)) and float(goals[:, 1].min()) >= 0
 
 
 def test_families_draw_every_task_from_the_generator():

@@ -3,7 +3,8 @@ EnvBatch``), and each as a single-task ``gymnasium.Env`` (:mod:`metadapt.envs.gy
 from metadapt.envs.bandits import BanditFamily, Bandits
 from metadapt.envs.base import EnvBatch, EnvFamily, EnvSource
 from metadapt.envs.navigation import Navigation, NavigationFamily
+from metadapt.envs.point_robot import PointRobot, PointRobotFamily, SparsePointRobotFamily
 from metadapt.envs.tabular import TabularMDPFamily, TabularMDPs
 
 __all__ = ["EnvBatch", "EnvFamily", "EnvSource", "Bandits", "BanditFamily", "TabularMDPs", "TabularMDPFamily",
-           "Navigation", "NavigationFamily"]
+           "Navigation", "NavigationFamily", "PointRobot", "PointRobotFamily", "SparsePointRobotFamily"]

@@ -26,6 +26,7 @@ from gymnasium import spaces
 from metadapt.envs.bandits import BanditFamily
 from metadapt.envs.base import EnvBatch, EnvFamily
 from metadapt.envs.navigation import NavigationFamily
+from metadapt.envs.point_robot import PointRobotFamily, SparsePointRobotFamily
 from metadapt.envs.tabular import TabularMDPFamily
 
 
@@ -63,7 +64,10 @@ class SingleTaskEnv(gymnasium.Env):
         elif self._fresh or seed is not None or options.get("new_task"):
             self.task = self.family.sample(1, self._generator)
         self._fresh = False
-        self._state, obs = self.task.reset(1, self._generator)
+        if "reset_noise" in options:  # the start's draws given (an environment with random starts)
+            self._state, obs = self.task.start(torch.as_tensor(options["reset_noise"]).reshape(1, 1, -1))
+        else:
+            self._state, obs = self.task.reset(1, self._generator)
         self._t = 0
         return obs[0, 0].numpy().astype(np.float32), {"task": self.task}
 
@@ -103,8 +107,22 @@ class Navigation2DEnv(SingleTaskEnv):
     family_class = NavigationFamily
 
 
+class PointRobotEnv(SingleTaskEnv):
+    """``metadapt/PointRobot-v0`` (PEARL's point robot): option ``horizon``; ``reset(options=
+    {"reset_noise": u})`` starts at ``2u − 1`` instead of a fresh draw."""
+
+    family_class = PointRobotFamily
+
+
+class SparsePointRobotEnv(SingleTaskEnv):
+    """``metadapt/SparsePointRobot-v0``: options ``horizon``, ``goal_radius``, ``reward``."""
+
+    family_class = SparsePointRobotFamily
+
+
 IDS = {"metadapt/Bandits-v0": BanditEnv, "metadapt/TabularMDP-v0": TabularMDPEnv,
-       "metadapt/Navigation2D-v0": Navigation2DEnv}
+       "metadapt/Navigation2D-v0": Navigation2DEnv, "metadapt/PointRobot-v0": PointRobotEnv,
+       "metadapt/SparsePointRobot-v0": SparsePointRobotEnv}
 for _id, _cls in IDS.items():
     if _id not in gymnasium.registry:
         gymnasium.register(id=_id, entry_point=f"{__name__}:{_cls.__name__}")
