@@ -166,7 +166,8 @@ def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: boo
         agents[name if name not in agents else f"{name}:{other.path.name}"] = other.algorithm
     agents["scratch"] = run.algorithm.scratch(cfg.seed)
     results = {"kind": "reinforcement", "family": run.config.task.family, "tasks": tasks, "seed": cfg.seed,
-               "episodes": 1, "horizon": env.horizon, "unit": "adaptation steps", "steps": steps,
+               "episodes": 1, "horizon": env.horizon,
+               "unit": getattr(run.algorithm, "adaptation_unit", "adaptation steps"), "steps": steps,
                "methods": {}}
     paths = {}
     for name in track(list(agents), desc="evaluate", unit="method", enabled=progress):
@@ -187,7 +188,7 @@ def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: boo
                "Paths before and after adaptation": "plots/paths.png"}
     plot_adaptation_returns(results, run.outputs / figures["Return after each adaptation step"])
     goals = env.goals[:3].cpu() if hasattr(env, "goals") else None
-    plot_paths(paths, goals, run.outputs / figures["Paths before and after adaptation"])
+    plot_paths(paths, goals, run.outputs / figures["Paths before and after adaptation"], results)
     return _write_outputs(run, results, figures, agents)
 
 
@@ -201,9 +202,12 @@ def plot_adaptation_returns(results: dict, path: Path) -> None:
         ax.plot(range(len(values)), values, ls=":", marker="x", color="k", label=f"{name} (paper)")
     if "oracle" in results:
         ax.axhline(results["oracle"], color="k", ls="--", lw=1, label="oracle")
-    ax.set_xlabel("policy-gradient steps on the new task")
+    episodes = results.get("unit") == "episodes"
+    ax.set_xlabel("episode of a trial on the new task (posterior sampling)" if episodes
+                  else "policy-gradient steps on the new task")
     ax.set_ylabel("mean return")
-    ax.set_xticks(range(results["steps"] + 1))
+    ax.set_xticks(range(results["steps"] + 1),
+                  [step_label(results, k, short=True) for k in range(results["steps"] + 1)])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"{results['family']}: return after adaptation ({results['tasks']} test tasks)", fontsize=10)
@@ -213,19 +217,29 @@ def plot_adaptation_returns(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_paths(paths: dict, goals: torch.Tensor | None, path: Path) -> None:
+def step_label(results: dict, k: int, short: bool = False) -> str:
+    """What column ``k`` of an adaptation curve is: ``k`` policy-gradient steps, or episode ``k + 1``."""
+    if results.get("unit") == "episodes":
+        return f"{k + 1}" if short else f"episode {k + 1}"
+    return f"{k}" if short else f"{k} step{'s' if k != 1 else ''}"
+
+
+def plot_paths(paths: dict, goals: torch.Tensor | None, path: Path, results: dict | None = None) -> None:
     """One panel per method: a trajectory of the first test task after each number of steps (MAML's
-    Figure 4), the goal as a star."""
+    Figure 4) or in each episode of a trial (PEARL's Figure 5), the goal as a star."""
+    results = results or {}
+    reach = max([0.55] + [float(p[0].abs().max()) for per in paths.values() for p in per]
+                + ([float(goals[0].abs().max())] if goals is not None else []))
     fig, axes = plt.subplots(1, len(paths), figsize=(3.4 * len(paths), 3.4), squeeze=False)
     for ax, (name, per_step) in zip(axes[0], paths.items()):
         for k, positions in enumerate(per_step):
-            xy = torch.cat([torch.zeros(1, 2), positions[0]])
-            ax.plot(xy[:, 0], xy[:, 1], lw=1.5, label=f"{k} step{'s' if k != 1 else ''}")
+            xy = positions[0]
+            ax.plot(xy[:, 0], xy[:, 1], lw=1.5, label=step_label(results, k))
         if goals is not None:
             ax.plot(goals[0, 0], goals[0, 1], marker="*", ms=14, color="k", ls="none", label="goal")
         ax.set_title(name, fontsize=10)
-        ax.set_xlim(-0.6, 0.6)
-        ax.set_ylim(-0.6, 0.6)
+        ax.set_xlim(-1.1 * reach, 1.1 * reach)
+        ax.set_ylim(-1.1 * reach, 1.1 * reach)
         ax.set_aspect("equal")
         ax.grid(alpha=0.3)
         ax.set_xlabel("x")
@@ -251,7 +265,7 @@ def rl_table(results: dict, markdown: bool = True) -> str:
     gradient-adapted agents, the return after each number of adaptation steps."""
     published = results.get("published", {})
     if "steps" in results:
-        head = ["method"] + [f"{k} step{'s' if k != 1 else ''}" for k in range(results["steps"] + 1)]
+        head = ["method"] + [step_label(results, k) for k in range(results["steps"] + 1)]
         rows = [[name] + [f"{m:.2f} ± {c:.2f}" for m, c in zip(v["curve"], v["curve_ci95"])]
                 for name, v in results["methods"].items()]
         rows += [[f"{name} (paper)"] + [f"{x:g}" for x in values] for name, values in published.items()]
@@ -309,7 +323,7 @@ def plot_trial_curves(results: dict, path: Path) -> None:
 
 def write_rl_report(run, training: dict | None, results: dict, figures: dict[str, str], agents: dict) -> Path:
     config, tr = run.config, run.config.train
-    model = getattr(run.algorithm, "policy", None)
+    model = getattr(run.algorithm, "policy", None) or getattr(run.algorithm, "networks", None)
     lines = [f"# {config.name}: {config.algorithm.name} on {config.task.family}", "", *run.family.describe(),
              f"- Policy: {model.describe() if hasattr(model, 'describe') else type(model).__name__}.",
              f"- Algorithm: {run.algorithm.describe()}; {tr.meta_batch_size} tasks per meta-update, "
@@ -324,7 +338,9 @@ def write_rl_report(run, training: dict | None, results: dict, figures: dict[str
     for agent in agents.values():
         if agent is not run.algorithm:
             lines.append(f"- Compared on the same tasks: {agent.describe()}.")
-    what = "Return after each adaptation step" if "steps" in results else "Total reward per trial"
+    what = ("Total reward per trial" if "steps" not in results
+            else "Return in each episode of a trial" if results.get("unit") == "episodes"
+            else "Return after each adaptation step")
     lines += ["", f"## {what} (mean ± 95% CI over {results['tasks']} test tasks, evaluation "
               f"seed {results['seed']})", "", rl_table(results), "", "## Figures", ""]
     lines += [f"![{title}]({rel})\n" for title, rel in figures.items()]

@@ -34,7 +34,9 @@ class Last(NamedTuple):
 class Trajectories:
     """``observations [T, C, E, H, *obs]``, ``actions [T, C, E, H(, d)]``, ``rewards`` and ``mask``
     ``[T, C, E, H]`` (mask 1 on steps that happened, 0 after the episode terminated; rewards there are
-    0), ``dones [T, C, E, H]`` (1 on the last step of each episode) and ``extras`` from the policy."""
+    0), ``dones [T, C, E, H]`` (1 on the last step of each episode), ``extras`` from the policy and
+    ``next_observations`` (the observation each step led to, before any reset; for off-policy
+    learners' transitions)."""
 
     observations: torch.Tensor
     actions: torch.Tensor
@@ -42,6 +44,7 @@ class Trajectories:
     mask: torch.Tensor
     dones: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    next_observations: torch.Tensor | None = None
 
     @property
     def episode_returns(self) -> torch.Tensor:
@@ -57,8 +60,9 @@ class Trajectories:
         ``[T, C, E·H, …]`` (for RL², whose return and advantages run across a whole trial)."""
         def join(x: torch.Tensor) -> torch.Tensor:
             return x.flatten(2, 3)
+        following = None if self.next_observations is None else join(self.next_observations)
         return Trajectories(join(self.observations), join(self.actions), join(self.rewards), join(self.mask),
-                            join(self.dones), {k: join(v) for k, v in self.extras.items()})
+                            join(self.dones), {k: join(v) for k, v in self.extras.items()}, following)
 
 
 Policy = Callable[[torch.Tensor, Last | None, Any], tuple[torch.Tensor, dict[str, torch.Tensor], Any]]
@@ -69,7 +73,7 @@ def rollout(env: EnvBatch, act: Policy, copies: int, episodes: int, generator: t
             carry: Any = None) -> tuple[Trajectories, Any]:
     """Run ``episodes`` consecutive episodes of ``copies`` copies of every task of ``env``; returns
     the trajectories and the policy's final ``carry``."""
-    obs_steps, act_steps, rew_steps, mask_steps, done_steps = [], [], [], [], []
+    obs_steps, act_steps, rew_steps, mask_steps, done_steps, next_steps = [], [], [], [], [], []
     extra_steps: dict[str, list[torch.Tensor]] = {}
     last = None
     for _ in range(episodes):
@@ -81,6 +85,7 @@ def rollout(env: EnvBatch, act: Policy, copies: int, episodes: int, generator: t
             reward = reward * alive
             ended = ~alive | terminated if t < env.horizon - 1 else torch.ones_like(alive)
             obs_steps.append(obs)
+            next_steps.append(next_obs)
             act_steps.append(action)
             rew_steps.append(reward)
             mask_steps.append(alive.to(reward.dtype))
@@ -97,4 +102,5 @@ def rollout(env: EnvBatch, act: Policy, copies: int, episodes: int, generator: t
         return x.reshape(t, c, e, h, *x.shape[3:])
 
     return Trajectories(stack(obs_steps), stack(act_steps), stack(rew_steps), stack(mask_steps),
-                        stack(done_steps), {k: stack(v) for k, v in extra_steps.items()}), carry
+                        stack(done_steps), {k: stack(v) for k, v in extra_steps.items()},
+                        stack(next_steps)), carry

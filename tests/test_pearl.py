@@ -1,0 +1,182 @@
+"""PEARL: the posterior's product of Gaussians and its KL against closed forms, the tanh-Gaussian
+log-density and the soft actor-critic losses against hand computations, the encoder's gradient
+path, posterior-sampling exploration, the replay buffers, and a run that resumes bit for bit."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from metadapt.algorithms.rl import PEARL
+from metadapt.config import config_from_file
+from metadapt.envs.point_robot import PointRobot
+from metadapt.experience.replay import TaskReplay
+from metadapt.models.pearl_networks import (PEARLNetworks, kl_to_standard_normal, product_of_gaussians,
+                                            tanh_gaussian_log_prob)
+from metadapt.training import load, train
+from metadapt.training.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).parent.parent
+RECIPE = ROOT / "configs/rl/pearl-point-robot.yaml"
+TINY = ["train.iterations=4", "train.meta_batch_size=4", "train.val_every=2", "train.val_tasks=6",
+        "train.checkpoint_every=2", "train.log_every=1", "algorithm.train_tasks=6",
+        "algorithm.tasks_per_iteration=2", "algorithm.initial_steps=40", "algorithm.prior_steps=40",
+        "algorithm.extra_posterior_steps=40",
+        "algorithm.gradient_steps=3", "algorithm.batch_size=16", "algorithm.context_size=8",
+        "algorithm.buffer_capacity=200", "model.hidden=16", "model.encoder_hidden=16", "eval.tasks=8",
+        "train.threads=1"]
+
+
+def agent(seed=0, **options) -> PEARL:
+    torch.manual_seed(seed)
+    return PEARL(PEARLNetworks(2, 2, latent_size=3, hidden=16, encoder_hidden=16).double(), **options)
+
+
+def test_product_of_gaussians_is_the_closed_form_and_ignores_order():
+    mu = torch.tensor([[0.3, -1.0], [2.0, 0.5]], dtype=torch.float64)           # two factors, 2-d
+    var = torch.tensor([[0.5, 2.0], [1.5, 0.25]], dtype=torch.float64)
+    mean, variance = product_of_gaussians(mu, var)
+    v1, v2, m1, m2 = var[0], var[1], mu[0], mu[1]
+    assert torch.allclose(variance, v1 * v2 / (v1 + v2))
+    assert torch.allclose(mean, (m1 * v2 + m2 * v1) / (v1 + v2))
+    again = product_of_gaussians(mu.flip(0), var.flip(0))                       # permutation-invariant
+    assert torch.allclose(again[0], mean) and torch.allclose(again[1], variance)
+    # the density of the product is proportional to the product of the densities, on a grid
+    x = torch.linspace(-4, 4, 2001, dtype=torch.float64)
+    dens = lambda m, v: torch.exp(-(x - m) ** 2 / (2 * v)) / torch.sqrt(2 * math.pi * v)  # noqa: E731
+    product = dens(m1[0], v1[0]) * dens(m2[0], v2[0])
+    product = product / torch.trapezoid(product, x)
+    assert torch.allclose(product, dens(mean[0], variance[0]), atol=1e-8)
+
+
+def test_kl_to_the_prior_equals_torch_distributions():
+    mean = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    variance = torch.rand(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) + 0.1
+    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mean, variance.sqrt()),
+                                                 torch.distributions.Normal(0.0, 1.0)).sum(-1)
+    assert torch.allclose(kl_to_standard_normal(mean, variance), expected)
+
+
+def test_tanh_gaussian_log_prob_is_the_change_of_variables():
+    g = torch.Generator().manual_seed(2)
+    mean, log_std = torch.randn(6, 2, generator=g, dtype=torch.float64), torch.randn(6, 2, generator=g,
+                                                                                     dtype=torch.float64)
+    u = mean + log_std.exp() * torch.randn(6, 2, generator=g, dtype=torch.float64) * 3  # far into the tails
+    by_hand = (torch.distributions.Normal(mean, log_std.exp()).log_prob(u)
+               - torch.log(1 - torch.tanh(u) ** 2)).sum(-1)
+    assert torch.allclose(tanh_gaussian_log_prob(u, mean, log_std), by_hand, rtol=1e-6)
+    # and it is the density of a = tanh(u): integrates to one over (-1, 1) in one dimension
+    a = torch.linspace(-0.999999, 0.999999, 200001, dtype=torch.float64)
+    u1 = torch.atanh(a)
+    density = tanh_gaussian_log_prob(u1[:, None], torch.tensor([[0.3]], dtype=torch.float64),
+                                     torch.tensor([[-0.2]], dtype=torch.float64)).exp()
+    assert float(torch.trapezoid(density, a)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_sac_losses_equal_a_hand_computation():
+    pearl = agent(reward_scale=5.0, gamma=0.9, kl_lambda=0.3)
+    net = pearl.networks
+    g = torch.Generator().manual_seed(3)
+    rows = torch.randn(2, 7, 7, generator=g, dtype=torch.float64)        # (s 2, a 2, r 1, s' 2)
+    context = net.context(*pearl.split(torch.randn(2, 5, 7, generator=g, dtype=torch.float64)))
+    parts = pearl.losses(rows, context, torch.Generator().manual_seed(9))
+    s, a, r, s2 = rows[..., :2], rows[..., 2:4], rows[..., 4], rows[..., 5:]
+    mean, variance = product_of_gaussians(*(lambda o: (o[..., :3], torch.nn.functional.softplus(o[..., 3:])))(
+        net.encoder(context)))
+    eps = torch.randn(2, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    z = (mean + variance.sqrt() * eps)[:, None, :].expand(2, 7, 3)
+    target = 5.0 * r + 0.9 * net.target_vf(torch.cat([s2, z], -1))[..., 0]
+    q1 = net.qf1(torch.cat([s, a, z], -1))[..., 0]
+    q2 = net.qf2(torch.cat([s, a, z], -1))[..., 0]
+    assert torch.allclose(parts["critic"], ((q1 - target) ** 2).mean() + ((q2 - target) ** 2).mean())
+    kl = 0.5 * (variance + mean ** 2 - 1 - variance.log()).sum()
+    assert torch.allclose(parts["kl"], 0.3 * kl)
+    actor = pearl.actor_losses(parts["obs"], parts["z"], torch.Generator().manual_seed(4))
+    noise = torch.randn(2, 7, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    h = torch.relu(net.policy_body(torch.cat([s, z], -1)))
+    mu, log_std = net.policy_mean(h), net.policy_log_std(h).clamp(-20, 2)
+    u = mu + log_std.exp() * noise
+    log_pi = (torch.distributions.Normal(mu, log_std.exp()).log_prob(u)
+              - torch.log(1 - torch.tanh(u) ** 2)).sum(-1)
+    x = torch.cat([s, torch.tanh(u), z], -1)
+    min_q = torch.min(net.qf1(x)[..., 0], net.qf2(x)[..., 0])
+    v = net.vf(torch.cat([s, z], -1))[..., 0]
+    assert torch.allclose(actor["value"], ((v - (min_q - log_pi)) ** 2).mean())
+    reg = 1e-3 * ((mu ** 2).mean() + (log_std ** 2).mean())
+    assert torch.allclose(actor["policy"], (log_pi - min_q).mean() + reg)
+
+
+def test_the_encoder_learns_from_the_critic_and_the_kl_not_from_the_actor():
+    pearl = agent()
+    net = pearl.networks
+    g = torch.Generator().manual_seed(5)
+    rows = torch.randn(3, 6, 7, generator=g, dtype=torch.float64)
+    context = net.context(*pearl.split(torch.randn(3, 4, 7, generator=g, dtype=torch.float64)))
+    parts = pearl.losses(rows, context, g)
+    actor = pearl.actor_losses(parts["obs"], parts["z"], g)
+    encoder = list(net.encoder.parameters())
+    for loss in (actor["value"], actor["policy"]):
+        grads = torch.autograd.grad(loss, encoder, retain_graph=True, allow_unused=True)
+        assert all(gr is None for gr in grads)
+    for loss in (parts["critic"], parts["kl"]):
+        grads = torch.autograd.grad(loss, encoder, retain_graph=True)
+        assert sum(float(gr.abs().sum()) for gr in grads) > 0
+    # the policy does not move the value function either, and the value loss not the policy
+    assert all(gr is None for gr in torch.autograd.grad(actor["policy"], list(net.vf.parameters()),
+                                                         retain_graph=True, allow_unused=True))
+
+
+def test_exploration_acts_with_the_prior_first_then_the_posterior_of_what_it_saw():
+    pearl = agent(exploration_episodes=2)
+    env = PointRobot(horizon=5, goals=torch.tensor([[0.5, 0.5], [-0.5, 0.2]], dtype=torch.float64))
+    returns, trajs, beliefs = pearl.explore(env, 4, torch.Generator().manual_seed(0))
+    assert returns.shape == (2, 4)
+    for k in (0, 1):
+        assert torch.equal(beliefs[k][0], torch.zeros(2, 3)) and torch.equal(beliefs[k][1], torch.ones(2, 3))
+    for k in (2, 3):   # the posterior of the context of every earlier episode
+        seen = torch.cat([pearl.context_of(pearl.transitions(t)) for t in trajs[:k]], 1)
+        mean, variance = pearl.networks.posterior(seen)
+        assert torch.allclose(beliefs[k][0], mean) and torch.allclose(beliefs[k][1], variance)
+        assert seen.shape[1] == 5 * k
+    assert torch.allclose(returns[:, 0], trajs[0].rewards.sum((1, 2, 3)))
+
+
+def test_task_replay_keeps_the_newest_rows_and_samples_only_those_it_holds():
+    buffer = TaskReplay(3, 4, 1)
+    tasks = torch.tensor([0, 2])
+    buffer.add(tasks, torch.tensor([[[1.0], [2.0], [3.0]], [[7.0], [8.0], [9.0]]]))
+    buffer.add(tasks, torch.tensor([[[4.0], [5.0]], [[10.0], [11.0]]]))
+    assert buffer.size.tolist() == [4, 0, 4]
+    assert sorted(buffer.data[0, :, 0].tolist()) == [2.0, 3.0, 4.0, 5.0]      # 1 was overwritten
+    drawn = buffer.sample(torch.tensor([0, 2, 0]), 500, torch.Generator().manual_seed(0))
+    assert set(drawn[0, :, 0].tolist()) == {2.0, 3.0, 4.0, 5.0}
+    assert set(drawn[1, :, 0].tolist()) == {8.0, 9.0, 10.0, 11.0}
+    buffer.clear(torch.tensor([0]))
+    buffer.add(torch.tensor([0]), torch.tensor([[[6.0]]]))
+    again = buffer.sample(torch.tensor([0]), 50, torch.Generator().manual_seed(1))
+    assert set(again[0, :, 0].tolist()) == {6.0}
+    with pytest.raises(RuntimeError, match="empty"):
+        buffer.sample(torch.tensor([1]), 1, torch.Generator())
+
+
+def test_pearl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
+    from metadapt.cli import main
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(config_from_file(RECIPE, TINY), straight, progress=False)
+    train(config_from_file(RECIPE, [*TINY[1:], "train.iterations=2"]), resumed, progress=False)
+    train(config_from_file(RECIPE, TINY), resumed, resume=True, progress=False)
+    a, b = (load_checkpoint(r / "checkpoints" / "last.pt") for r in (straight, resumed))
+    assert int(a["step"]) == int(b["step"]) == 4
+    assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+    assert torch.equal(a["pearl"]["rl"]["data"], b["pearl"]["rl"]["data"])       # the buffers too
+    assert a["pearl"]["env_steps"] == 6 * 40 + 4 * 2 * 80
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
+    assert main(["eval", str(straight), "--no-progress"]) == 0
+    results = json.loads((straight / "eval" / "results.json").read_text())
+    assert len(results["methods"]["pearl"]["curve"]) == 3                    # episodes 1, 2, 3 of a trial
+    assert "oracle" in results and results["unit"] == "episodes"
+    run = load(straight)
+    assert run.algorithm.networks.target_vf is not None
