@@ -43,6 +43,10 @@ def tiny(recipe: Path, tmp_path: Path, monkeypatch) -> list[str]:
                  "eval.ways=[3]", "eval.queries=3"]
     elif family in ("quadratic", "digits"):
         extra = ["algorithm.inner_steps=4", "algorithm.unroll=2", "eval.steps=4"]
+    elif "pearl" in recipe.stem:
+        extra = ["algorithm.train_tasks=8", "algorithm.tasks_per_iteration=2", "algorithm.gradient_steps=5",
+                 "algorithm.initial_steps=40", "algorithm.prior_steps=40",
+                 "algorithm.extra_posterior_steps=40", "algorithm.buffer_capacity=500"]
     elif "maml-rl" in recipe.stem:
         extra = ["algorithm.trajectories=2", "algorithm.eval_trajectories=2"]
     monkeypatch.setenv("METADAPT_CACHE", str(tmp_path / "cache"))
