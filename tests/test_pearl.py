@@ -78,10 +78,10 @@ def test_sac_losses_equal_a_hand_computation():
     pearl = agent(reward_scale=5.0, gamma=0.9, kl_lambda=0.3)
     net = pearl.networks
     g = torch.Generator().manual_seed(3)
-    rows = torch.randn(2, 7, 7, generator=g, dtype=torch.float64)        # (s 2, a 2, r 1, s' 2)
-    context = net.context(*pearl.split(torch.randn(2, 5, 7, generator=g, dtype=torch.float64)))
+    rows = torch.randn(2, 7, 8, generator=g, dtype=torch.float64)        # (s 2, a 2, r 1, s' 2, r_c 1)
+    context = net.context(*pearl.split(torch.randn(2, 5, 8, generator=g, dtype=torch.float64)))
     parts = pearl.losses(rows, context, torch.Generator().manual_seed(9))
-    s, a, r, s2 = rows[..., :2], rows[..., 2:4], rows[..., 4], rows[..., 5:]
+    s, a, r, s2 = rows[..., :2], rows[..., 2:4], rows[..., 4], rows[..., 5:7]
     mean, variance = product_of_gaussians(*(lambda o: (o[..., :3], torch.nn.functional.softplus(o[..., 3:])))(
         net.encoder(context)))
     eps = torch.randn(2, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
@@ -111,8 +111,8 @@ def test_the_encoder_learns_from_the_critic_and_the_kl_not_from_the_actor():
     pearl = agent()
     net = pearl.networks
     g = torch.Generator().manual_seed(5)
-    rows = torch.randn(3, 6, 7, generator=g, dtype=torch.float64)
-    context = net.context(*pearl.split(torch.randn(3, 4, 7, generator=g, dtype=torch.float64)))
+    rows = torch.randn(3, 6, 8, generator=g, dtype=torch.float64)
+    context = net.context(*pearl.split(torch.randn(3, 4, 8, generator=g, dtype=torch.float64)))
     parts = pearl.losses(rows, context, g)
     actor = pearl.actor_losses(parts["obs"], parts["z"], g)
     encoder = list(net.encoder.parameters())
@@ -135,11 +135,24 @@ def test_exploration_acts_with_the_prior_first_then_the_posterior_of_what_it_saw
     for k in (0, 1):
         assert torch.equal(beliefs[k][0], torch.zeros(2, 3)) and torch.equal(beliefs[k][1], torch.ones(2, 3))
     for k in (2, 3):   # the posterior of the context of every earlier episode
-        seen = torch.cat([pearl.context_of(pearl.transitions(t)) for t in trajs[:k]], 1)
+        seen = torch.cat([pearl.context_of(pearl.transitions(t, env)) for t in trajs[:k]], 1)
         mean, variance = pearl.networks.posterior(seen)
         assert torch.allclose(beliefs[k][0], mean) and torch.allclose(beliefs[k][1], variance)
         assert seen.shape[1] == 5 * k
     assert torch.allclose(returns[:, 0], trajs[0].rewards.sum((1, 2, 3)))
+
+
+def test_a_sparse_context_reads_the_sparse_reward_while_sac_keeps_the_dense_one():
+    pearl = agent(sparse_context=True)
+    goals = torch.tensor([[1.0, 0.0], [0.0, 0.15]], dtype=torch.float64)
+    env = PointRobot(horizon=6, goals=goals, random_start=False, sparse=False)     # dense: for SAC
+    returns, trajs, _ = pearl.explore(env, 2, torch.Generator().manual_seed(0))
+    rows = pearl.transitions(trajs[0], env)
+    distance = (rows[..., 5:7] - goals[:, None, :]).norm(dim=-1)
+    assert torch.allclose(rows[..., 4], -distance)                                   # r: dense
+    assert torch.allclose(rows[..., -1], torch.where(distance <= 0.2, 1 - distance, 0 * distance))
+    assert torch.allclose(returns[:, 0], rows[..., -1].sum(-1))                     # reported: sparse
+    assert torch.equal(pearl.context_of(rows)[..., 4], rows[..., -1])
 
 
 def test_task_replay_keeps_the_newest_rows_and_samples_only_those_it_holds():

@@ -39,7 +39,7 @@ class PEARLStep(OuterStep):
         self.optimizer_q = adam([*net.qf1.parameters(), *net.qf2.parameters()], o.q_lr)
         self.optimizer_v = adam(net.vf.parameters(), o.v_lr)
         self.optimizer_context = adam(net.encoder.parameters(), o.context_lr)
-        width = 2 * net.observation_size + net.action_size + 1
+        width = 2 * net.observation_size + net.action_size + 2   # (s, a, r, s', the encoder's r)
         self.rl = TaskReplay(o.train_tasks, o.buffer_capacity, width, device)
         self.encoder = TaskReplay(o.train_tasks, o.buffer_capacity, width, device)
         self.tasks = None       # the training tasks, drawn at the first step
@@ -75,7 +75,7 @@ class PEARLStep(OuterStep):
                 variance = torch.ones_like(mean)
             z = a.sample_z(mean, variance, generator).reshape(len(index), copies, latent)
             traj = a.collect(env, copies, z, generator)
-        rows = a.transitions(traj)
+        rows = a.transitions(traj, env)
         self.rl.add(index, rows)
         if to_encoder:
             self.encoder.add(index, rows)

@@ -72,6 +72,11 @@ class PEARLOptions:
     buffer_capacity: int = option(20_000, positive=True, high=100_000_000,
                                   help="transitions kept per task in each buffer (oyster: 1,000,000; these "
                                        "are saved with every checkpoint)")
+    sparse_context: bool = option(False,
+                                  help="the encoder's context and the test returns use the task's sparse "
+                                       "reward while SAC learns from the dense one the environment gives "
+                                       "(PEARL's sparse_rewards; the sparse point robot with "
+                                       "task.reward=dense)")
     exploration_episodes: int = option(1, positive=True,
                                        help="test time: episodes acting with z from the prior before the "
                                             "posterior (oyster: num_exp_traj_eval 1; sparse point robot 5)")
@@ -99,6 +104,9 @@ class PEARL(Algorithm):
         if probe.discrete:
             raise UserError("algorithm.name=pearl acts with continuous actions; "
                             f"task.family={parts.config.task.family} has discrete ones (use rl2)")
+        if options.sparse_context and not hasattr(probe, "with_reward"):
+            raise UserError(f"algorithm.sparse_context=true needs a task family with a sparse reward "
+                            f"(sparse-point-robot); task.family={parts.config.task.family} has none")
         networks = parts.seeded(lambda: parts.model_for(probe.observation_shape, probe.action_dim))
         return cls(networks, **vars(options))
 
@@ -108,23 +116,27 @@ class PEARL(Algorithm):
         check_rl_recipe(config, "pearl-networks", "point-robot")
 
     # ----- the task variable --------------------------------------------------------------------------
-    def transitions(self, traj: Trajectories) -> torch.Tensor:
-        """``[T, C·E·H, width]`` rows ``(s, a, r, s')`` of every step that happened (PEARL's tasks never
-        end early, so every step did)."""
+    def transitions(self, traj: Trajectories, env) -> torch.Tensor:
+        """``[T, C·E·H, width]`` rows ``(s, a, r, s', r_c)`` of every step that happened (PEARL's tasks
+        never end early, so every step did); ``r_c`` is the reward the encoder reads: the sparse one
+        with ``sparse_context``, else ``r``."""
         t = traj.rewards.shape[0]
         obs = traj.observations.reshape(t, -1, traj.observations.shape[-1])
         nxt = traj.next_observations.reshape(t, -1, traj.next_observations.shape[-1])
         actions = traj.actions.reshape(t, -1, traj.actions.shape[-1])
-        return torch.cat([obs, actions, traj.rewards.reshape(t, -1, 1), nxt], -1)
+        rewards = traj.rewards.reshape(t, -1)
+        seen = env.with_reward(sparse=True).reward(nxt) if self.options.sparse_context else rewards
+        return torch.cat([obs, actions, rewards[..., None], nxt, seen[..., None]], -1)
 
     def split(self, rows: torch.Tensor):
         """``(s, a, r, s')`` of transition rows ``[…, width]``."""
         s, a = self.networks.observation_size, self.networks.action_size
-        return rows[..., :s], rows[..., s:s + a], rows[..., s + a], rows[..., s + a + 1:]
+        return rows[..., :s], rows[..., s:s + a], rows[..., s + a], rows[..., s + a + 1:2 * s + a + 1]
 
     def context_of(self, rows: torch.Tensor) -> torch.Tensor:
-        obs, actions, rewards, nxt = self.split(rows)
-        return self.networks.context(obs, actions, rewards, nxt)
+        """The encoder's view of transition rows: ``(s, a, r_c, s')``."""
+        obs, actions, _, nxt = self.split(rows)
+        return self.networks.context(obs, actions, rows[..., -1], nxt)
 
     def sample_z(self, mean: torch.Tensor, variance: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
@@ -158,8 +170,9 @@ class PEARL(Algorithm):
                 exploration_episodes: int | None = None) -> tuple[torch.Tensor, list[Trajectories], list]:
         """Posterior sampling in every task of ``env`` (§4.3): episode ``k`` acts with ``z`` drawn from
         the prior while ``k < exploration_episodes``, then from the posterior of the context of all
-        earlier episodes; returns ``[T, episodes]`` returns, each episode's trajectories and the
-        ``(mean, variance)`` of ``z`` each episode acted with."""
+        earlier episodes; returns ``[T, episodes]`` returns (of the sparse reward with
+        ``sparse_context``), each episode's trajectories and the ``(mean, variance)`` of ``z`` each
+        episode acted with."""
         first = self.options.exploration_episodes if exploration_episodes is None else exploration_episodes
         t, latent = env.num_tasks, self.networks.latent_size
         dtype = next(self.networks.parameters()).dtype
@@ -173,8 +186,10 @@ class PEARL(Algorithm):
                 mean, variance = self.networks.posterior(context)
             z = self.sample_z(mean, variance, generator)[:, None, :]
             traj, _ = rollout(env, self.actor(z, None if deterministic else generator), 1, 1, generator)
-            context = torch.cat([context, self.context_of(self.transitions(traj))], 1)
-            returns.append(traj.episode_returns[:, 0, 0])
+            rows = self.transitions(traj, env)
+            context = torch.cat([context, self.context_of(rows)], 1)
+            returns.append(rows[..., -1].sum(-1) if self.options.sparse_context
+                           else traj.episode_returns[:, 0, 0])
             trajs.append(traj)
             beliefs.append((mean, variance))
         return torch.stack(returns, 1), trajs, beliefs
