@@ -15,3 +15,12 @@ def check_rl_recipe(config, policy: str, example_family: str) -> None:
     if config.model.name != policy and not is_import_path(config.model.name):
         raise UserError(f"algorithm.name={name} needs model.name={policy} (or your own policy as "
                         f"pkg.module:Class), not {config.model.name}")
+
+
+def continuous_probe(parts, name: str):
+    """One task of the recipe's family, refused in one line if its actions are discrete."""
+    probe = parts.family.probe()
+    if probe.discrete:
+        raise UserError(f"algorithm.name={name} acts with continuous actions; "
+                        f"task.family={parts.config.task.family} has discrete ones (use rl2)")
+    return probe

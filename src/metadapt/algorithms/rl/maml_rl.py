@@ -28,8 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from metadapt.algorithms.base import Algorithm
-from metadapt.algorithms.rl.checks import check_rl_recipe
-from metadapt.errors import UserError
+from metadapt.algorithms.rl.checks import check_rl_recipe, continuous_probe
 from metadapt.experience import Trajectories, discounted_returns, linear_baseline, rollout
 from metadapt.models.gaussian_policy import GaussianPolicy, Params
 from metadapt.options import option
@@ -133,10 +132,7 @@ class MAMLRL(Algorithm):
 
     @classmethod
     def from_config(cls, options, parts) -> MAMLRL:
-        probe = parts.family.probe()
-        if probe.discrete:
-            raise UserError("algorithm.name=maml-rl acts with continuous actions; "
-                            f"task.family={parts.config.task.family} has discrete ones (use rl2)")
+        probe = continuous_probe(parts, "maml-rl")
         policy = parts.seeded(lambda: parts.model_for(probe.observation_shape, probe.action_dim))
         return cls(policy, **vars(options))
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from metadapt.algorithms.base import Algorithm
-from metadapt.algorithms.rl.checks import check_rl_recipe
+from metadapt.algorithms.rl.checks import check_rl_recipe, continuous_probe
 from metadapt.errors import UserError
 from metadapt.experience import Trajectories, rollout
 from metadapt.models.pearl_networks import PEARLNetworks, kl_to_standard_normal
@@ -100,10 +100,7 @@ class PEARL(Algorithm):
 
     @classmethod
     def from_config(cls, options, parts) -> PEARL:
-        probe = parts.family.probe()
-        if probe.discrete:
-            raise UserError("algorithm.name=pearl acts with continuous actions; "
-                            f"task.family={parts.config.task.family} has discrete ones (use rl2)")
+        probe = continuous_probe(parts, "pearl")
         if options.sparse_context and not hasattr(probe, "with_reward"):
             raise UserError(f"algorithm.sparse_context=true needs a task family with a sparse reward "
                             f"(sparse-point-robot); task.family={parts.config.task.family} has none")
