@@ -77,6 +77,13 @@ CASES = {
         lambda r, t: ["train", RECIPE, "algorithm.name=reptile", "train.compile=true"],
         "train.compile=true covers maml, fomaml, metasgd, anil and algorithms that declare compilable, "
         "not reptile"),
+    "pearl on discrete actions": (
+        lambda r, t: ["train", csv(t, "p.yaml", "task: {family: bandits}\nmodel: {name: pearl-networks}\n"
+                                                "algorithm: {name: pearl}\n")],
+        "acts with continuous actions"),
+    "pearl sparse context without a sparse reward": (
+        lambda r, t: ["train", str(ROOT / "configs/rl/pearl-point-robot.yaml"), "task.family=navigation-2d",
+                      "algorithm.sparse_context=true"], "needs a task family with a sparse reward"),
     "no gpu": (lambda r, t: ["train", RECIPE, *TINY, "train.device=cuda", "--run-dir", str(t / "gpu")],
                "no CUDA device is available"),
     "invalid yaml": (lambda r, t: ["train", csv(t, "r.yaml", "train: {seed: 1\n")],
