@@ -140,12 +140,60 @@ def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True
     return _write_outputs(run, results, figures, agents)
 
 
+def env_steps_at(rows: list[dict]) -> dict[int, float]:
+    """Environment steps taken by the end of each logged training step: the logged running total
+    where there is one, else the sum of the per-step counts (exact when every step is logged,
+    otherwise each logged count stands for the steps since the previous one)."""
+    total, previous, out = 0.0, 0, {}
+    for r in rows:
+        if r.get("split") != "train" or "env_steps" not in r:
+            continue
+        if "env_steps_total" in r:
+            total = float(r["env_steps_total"])
+        else:
+            total += float(r["env_steps"]) * (r["step"] - previous)
+        previous = r["step"]
+        out[r["step"]] = total
+    return out
+
+
+def plot_sample_efficiency(rows: list[dict], oracle: float | None, path: Path, title: str) -> bool:
+    """Validation return against environment steps and against training time (the learning curve
+    of sample efficiency), the oracle's return as a line; False when the log cannot say."""
+    steps = env_steps_at(rows)
+    val = [r for r in rows if r.get("split") == "val" and "return" in r and "seconds" in r]
+    points = [(steps[max(k for k in steps if k <= r["step"])], r["seconds"] / 60, r["return"])
+              for r in val if any(k <= r["step"] for k in steps)]
+    if len(points) < 2:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for ax, i, label in ((axes[0], 0, "environment steps"), (axes[1], 1, "training time (minutes)")):
+        ax.plot([p[i] for p in points], [p[2] for p in points], marker="o", ms=3, color="C1",
+                label="validation (held-out tasks)")
+        if oracle is not None:
+            ax.axhline(oracle, color="k", ls="--", lw=1, label="oracle")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("return")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def _write_outputs(run, results: dict, figures: dict[str, str], agents: dict) -> dict:
-    """``eval/results.json``, the training-curve figure and ``report.md`` of an evaluated run."""
+    """``eval/results.json``, the training-curve figures and ``report.md`` of an evaluated run."""
     atomic_write_text(run.outputs / "eval" / "results.json", strict_json(results, indent=1))
     if plot_training_curve(run.metrics(), run.outputs / "plots/training_curve.png",
                            f"{run.config.name}: meta-training"):
         figures["Meta-training: training and validation"] = "plots/training_curve.png"
+    efficiency = "plots/sample_efficiency.png"
+    if plot_sample_efficiency(run.metrics(), results.get("oracle"), run.outputs / efficiency,
+                              f"{run.config.name}: validation return against experience and time"):
+        figures["Sample efficiency: return against environment steps and time"] = efficiency
     training = run.summary()
     write_rl_report(run, training, results, figures, agents)
     return results
