@@ -202,5 +202,6 @@ def test_environment_steps_of_the_learning_curve_come_from_the_log():
                      {"step": 2, "split": "val", "return": -3.0},
                      {"step": 2, "split": "train", "env_steps": 40, "env_steps_total": 290}]
     assert env_steps_at(logged_totals) == {1: 250.0, 2: 290.0}
-    every_tenth = [{"step": 10, "split": "train", "env_steps": 7}, {"step": 20, "split": "train", "env_steps": 9}]
+    every_tenth = [{"step": 10, "split": "train", "env_steps": 7},
+                   {"step": 20, "split": "train", "env_steps": 9}]
     assert env_steps_at(every_tenth) == {10: 70.0, 20: 160.0}
