@@ -192,7 +192,10 @@ def test_pearl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
     assert len(results["methods"]["pearl"]["curve"]) == 3                    # episodes 1, 2, 3 of a trial
     assert "oracle" in results and results["unit"] == "episodes"
     run = load(straight)
-    assert run.algorithm.networks.target_vf is not None
+    scratch = run.algorithm.scratch(0)            # fresh networks, on the run's device and in its dtype
+    assert all(p.device == q.device and p.dtype == q.dtype
+               for p, q in zip(scratch.parameters(), run.algorithm.parameters()))
+    assert not torch.equal(next(scratch.parameters()), next(run.algorithm.parameters()))
 
 
 def test_environment_steps_of_the_learning_curve_come_from_the_log():
