@@ -184,3 +184,38 @@ def test_reward_scale_scales_the_learning_signal_not_the_reported_return():
     assert out[1.0]["metrics"]["return"] == out[0.1]["metrics"]["return"]
     assert torch.allclose(out[0.1]["returns"], 0.1 * out[1.0]["returns"], atol=1e-5)
     assert out[1.0]["returns"].abs().max() > 1  # a real signal, not zeros
+
+
+def test_continuous_actions_carry_the_hidden_state_and_record_the_log_probabilities_they_train_on():
+    from metadapt.envs import PointRobotFamily
+    from metadapt.envs.point_robot import PointRobotOptions
+    from metadapt.models import RecurrentGaussianPolicy
+
+    torch.manual_seed(0)
+    agent = RL2(RecurrentGaussianPolicy(2, 2, hidden=16), episodes=2)
+    family = PointRobotFamily(PointRobotOptions(horizon=4, episodes=2))
+    env = family.sample(3, torch.Generator().manual_seed(1))
+    traj = agent.play(env, torch.Generator().manual_seed(2), trials=2).trials()
+    assert traj.actions.shape == (3, 2, 8, 2)
+    means, values, _ = agent.policy(agent.sequence_inputs(traj))
+    recomputed = agent.policy.distribution(means).log_prob(traj.actions.flatten(0, 1))
+    assert torch.allclose(traj.extras["log_prob"].flatten(0, 1), recomputed, atol=1e-5)
+    assert torch.allclose(traj.extras["value"].flatten(0, 1), values, atol=1e-5)
+    inputs = agent.sequence_inputs(traj)
+    assert torch.equal(inputs[:, 4, 2:4], traj.actions.flatten(0, 1)[:, 3])    # the previous action, as is
+    reset, _, _ = agent.policy(inputs[:, 4:])
+    assert not torch.allclose(reset[:, 0], means[:, 4], atol=1e-4)              # the state was carried
+
+
+def test_the_policy_must_fit_the_family_s_actions():
+    with pytest.raises(UserError, match="has continuous actions: use model.name=recurrent-gaussian-policy"):
+        build_algorithm_for(["task.family=point-robot", "model.name=recurrent-policy", "algorithm.name=rl2"])
+    with pytest.raises(UserError, match="has discrete actions: use model.name=recurrent-policy"):
+        build_algorithm_for(["task.family=bandits", "model.name=recurrent-gaussian-policy",
+                             "algorithm.name=rl2"])
+
+
+def build_algorithm_for(overrides):
+    from metadapt.build import build_algorithm
+
+    return build_algorithm(build_config(None, overrides))

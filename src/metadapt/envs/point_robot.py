@@ -100,6 +100,8 @@ class PointRobot(EnvBatch):
 @dataclass
 class PointRobotOptions:
     horizon: int = option(20, positive=True, high=100_000, help="steps per episode (PEARL: 20)")
+    episodes: int = option(1, positive=True, high=10_000,
+                           help="episodes of a trial, for agents that learn within one (RL²)")
 
 
 @register("task", "point-robot")
@@ -121,6 +123,8 @@ class PointRobotFamily(EnvFamily):
 @dataclass
 class SparsePointRobotOptions:
     horizon: int = option(20, positive=True, high=100_000, help="steps per episode (PEARL: 20)")
+    episodes: int = option(1, positive=True, high=10_000,
+                           help="episodes of a trial, for agents that learn within one (RL²)")
     goal_radius: float = option(0.2, positive=True,
                                 help="the reward is paid within this distance of the goal (PEARL: 0.2)")
     reward: str = option("sparse", choices=("sparse", "dense"),

@@ -7,8 +7,8 @@ from metadapt.models.given import GivenModel
 from metadapt.models.mlp import MLP
 from metadapt.models.pearl_networks import PEARLNetworks
 from metadapt.models.point import Point
-from metadapt.models.recurrent import RecurrentPolicy
+from metadapt.models.recurrent import RecurrentGaussianPolicy, RecurrentPolicy
 from metadapt.models.resnet12 import ResNet12
 
 __all__ = ["MLP", "Conv4", "GivenModel", "Point", "RecurrentPolicy", "GaussianPolicy", "ResNet12",
-           "PEARLNetworks"]
+           "PEARLNetworks", "RecurrentGaussianPolicy"]

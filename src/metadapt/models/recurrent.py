@@ -9,6 +9,7 @@ first policy) and 1 for the value.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,7 @@ class RecurrentPolicy(nn.Module):
     """``observation_size`` inputs per step, ``actions`` discrete actions, a GRU of ``hidden`` units."""
 
     Options = RecurrentPolicyOptions
+    continuous = False
 
     def __init__(self, observation_size: int, actions: int, hidden: int = 256):
         super().__init__()
@@ -64,6 +66,10 @@ class RecurrentPolicy(nn.Module):
             extra = extra * (1 - first.to(extra.dtype))[..., None]
         return torch.cat([observation.flatten(prev_action.dim()), extra], -1)
 
+    def distribution(self, logits: torch.Tensor) -> torch.distributions.Distribution:
+        """The action distribution at the policy head's output."""
+        return torch.distributions.Categorical(logits=logits)
+
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
         """``inputs [B, N, F]`` → logits ``[B, N, A]``, values ``[B, N]``, final hidden ``[1, B, H]``."""
         out, hidden = self.gru(inputs, hidden)
@@ -73,3 +79,51 @@ class RecurrentPolicy(nn.Module):
         """One step for a batch ``inputs [B, F]``: logits ``[B, A]``, values ``[B]``, hidden."""
         logits, values, hidden = self(inputs[:, None], hidden)
         return logits[:, 0], values[:, 0], hidden
+
+
+@dataclass
+class RecurrentGaussianPolicyOptions:
+    hidden: int = option(256, positive=True, high=100_000, help="GRU units (RL²: 256)")
+    init_std: float = option(1.0, positive=True, help="initial standard deviation of every action entry")
+
+
+@register("model", "recurrent-gaussian-policy")
+class RecurrentGaussianPolicy(RecurrentPolicy):
+    """RL²'s GRU for continuous actions: the previous action enters as it is (zeros at a trial's start),
+    and the policy head gives the mean of a Gaussian whose log standard deviation is a learned
+    state-independent vector (``log_std``)."""
+
+    Options = RecurrentGaussianPolicyOptions
+    continuous = True
+
+    def __init__(self, observation_size: int, action_size: int, hidden: int = 256, init_std: float = 1.0):
+        nn.Module.__init__(self)
+        self.actions, self.hidden = action_size, hidden
+        self.gru = nn.GRU(observation_size + action_size + 2, hidden, batch_first=True)
+        self.policy = _orthogonal(nn.Linear(hidden, action_size), 0.01)
+        self.value = _orthogonal(nn.Linear(hidden, 1), 1.0)
+        self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
+
+    @classmethod
+    def from_options(cls, options: RecurrentGaussianPolicyOptions, input_shape: tuple[int, ...],
+                     outputs: int) -> RecurrentGaussianPolicy:
+        """``input_shape``: one observation's shape; ``outputs``: the action size."""
+        return cls(math.prod(input_shape), outputs, options.hidden, options.init_std)
+
+    def describe(self) -> str:
+        return (f"a GRU of {self.hidden} units with a Gaussian policy head (learned σ) and a value head "
+                "(RL² for continuous actions)")
+
+    def inputs(self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
+               prev_done: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        """``[..., F]``: observation, previous action, reward and termination flag (zero at a trial's
+        first step, marked by ``first``)."""
+        extra = torch.cat([prev_action.to(observation.dtype), prev_reward[..., None], prev_done[..., None]],
+                          -1)
+        if first is not None:
+            extra = extra * (1 - first.to(extra.dtype))[..., None]
+        return torch.cat([observation.flatten(prev_reward.dim()), extra], -1)
+
+    def distribution(self, means: torch.Tensor) -> torch.distributions.Distribution:
+        """The action distribution at the policy head's ``means`` (independent entries)."""
+        return torch.distributions.Independent(torch.distributions.Normal(means, self.log_std.exp()), 1)

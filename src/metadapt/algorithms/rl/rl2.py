@@ -69,16 +69,19 @@ class RL2(Algorithm):
     @classmethod
     def from_config(cls, options, parts) -> RL2:
         probe = parts.family.probe()
-        if not probe.discrete:
-            raise UserError("algorithm.name=rl2 acts with discrete actions; "
-                            f"task.family={parts.config.task.family} has continuous ones")
-        policy = parts.seeded(lambda: parts.model_for(probe.observation_shape, probe.actions))
+        continuous = not probe.discrete
+        if continuous != getattr(parts.config.model.entry.target, "continuous", continuous):
+            kind = "continuous" if continuous else "discrete"
+            raise UserError(f"task.family={parts.config.task.family} has {kind} actions: use "
+                            f"model.name={'recurrent-gaussian-policy' if continuous else 'recurrent-policy'}")
+        outputs = probe.action_dim if continuous else probe.actions
+        policy = parts.seeded(lambda: parts.model_for(probe.observation_shape, outputs))
         return cls(policy, episodes=parts.family.episodes_per_trial, **vars(options))
 
     @classmethod
     def check_config(cls, config) -> None:
         super().check_config(config)
-        check_rl_recipe(config, "recurrent-policy", "bandits")
+        check_rl_recipe(config, ("recurrent-policy", "recurrent-gaussian-policy"), "bandits")
 
     # ----- acting -----------------------------------------------------------------------------------
     def actor(self, generator: torch.Generator, greedy: bool = False):
@@ -90,18 +93,31 @@ class RL2(Algorithm):
             t, c = obs.shape[:2]
             if last is None:
                 zero = torch.zeros(t, c, device=obs.device)
-                x = self.policy.inputs(obs, zero.long(), zero, zero, first=torch.ones_like(zero))
+                none = (torch.zeros(t, c, self.policy.actions, device=obs.device) if self.policy.continuous
+                        else zero.long())
+                x = self.policy.inputs(obs, none, zero, zero, first=torch.ones_like(zero))
             else:
                 x = self.policy.inputs(obs, last.action, last.reward, last.done)
-            logits, value, hidden = self.policy.step(x.reshape(t * c, -1), hidden)
-            log_p = torch.log_softmax(logits, -1)
-            if greedy:
-                action = log_p.argmax(-1)
+            head, value, hidden = self.policy.step(x.reshape(t * c, -1), hidden)
+            if self.policy.continuous:
+                dist = self.policy.distribution(head)
+                if greedy:
+                    action = head
+                else:
+                    noise = torch.randn(head.shape, generator=generator, dtype=head.dtype).to(head.device)
+                    action = head + self.policy.log_std.exp() * noise
+                chosen = dist.log_prob(action)
+                action = action.reshape(t, c, -1)
             else:
-                action = torch.multinomial(log_p.exp().cpu(), 1, generator=generator)[:, 0].to(obs.device)
-            chosen = log_p.gather(-1, action[:, None])[:, 0]
+                log_p = torch.log_softmax(head, -1)
+                if greedy:
+                    action = log_p.argmax(-1)
+                else:
+                    action = torch.multinomial(log_p.exp().cpu(), 1, generator=generator)[:, 0].to(obs.device)
+                chosen = log_p.gather(-1, action[:, None])[:, 0]
+                action = action.reshape(t, c)
             extras = {"log_prob": chosen.reshape(t, c), "value": value.reshape(t, c)}
-            return action.reshape(t, c), extras, hidden
+            return action, extras, hidden
 
         return act
 
@@ -147,8 +163,8 @@ class RL2(Algorithm):
     def evaluate_actions(self, batch: dict, index: torch.Tensor):
         """Log-probabilities of the taken actions, entropies and values of the trials ``index``,
         recomputed over whole trials from a zero hidden state."""
-        logits, values, _ = self.policy(batch["inputs"][index])
-        dist = torch.distributions.Categorical(logits=logits)
+        head, values, _ = self.policy(batch["inputs"][index])
+        dist = self.policy.distribution(head)
         return dist.log_prob(batch["actions"][index]), dist.entropy(), values
 
     def outer_step(self, config, context, device):
