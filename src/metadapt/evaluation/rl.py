@@ -375,7 +375,8 @@ def write_rl_report(run, training: dict | None, results: dict, figures: dict[str
     lines = [f"# {config.name}: {config.algorithm.name} on {config.task.family}", "", *run.family.describe(),
              f"- Policy: {model.describe() if hasattr(model, 'describe') else type(model).__name__}.",
              f"- Algorithm: {run.algorithm.describe()}; {tr.meta_batch_size} tasks per meta-update, "
-             f"{tr.optimizer} lr {tr.meta_lr}, seed {tr.seed}."]
+             + (f"{tr.optimizer} lr {tr.meta_lr}, " if getattr(run.algorithm, "uses_meta_lr", True) else "")
+             + f"seed {tr.seed}."]
     if training:
         steps = [r["env_steps"] for r in run.metrics() if r.get("split") == "train" and "env_steps" in r]
         rate = (f", {sum(steps) / len(steps) * training['iterations_per_second']:,.0f} environment steps/s"

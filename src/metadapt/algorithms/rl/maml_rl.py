@@ -253,6 +253,11 @@ class MAMLRL(Algorithm):
         kl = self.policy.kl(batch["old_params"], params, post.observations[:, :, 0], per_task)
         return (kl * mask).sum() / mask.sum().clamp(min=1)
 
+    @property
+    def uses_meta_lr(self) -> bool:
+        """Only the PPO-style outer step uses ``train.optimizer`` and ``train.meta_lr``; TRPO has its own."""
+        return self.outer == "ppo"
+
     def outer_step(self, config, context, device):
         if self.outer == "ppo":
             from metadapt.training.ppo import ClippedMetaStep

@@ -243,6 +243,8 @@ class PEARL(Algorithm):
         return {"value": value_loss, "policy": policy_loss, "log_pi": log_pi.detach(),
                 "min_q": min_q.detach()}
 
+    uses_meta_lr = False  # its four optimizers have their own step sizes (policy_lr, q_lr, v_lr, context_lr)
+
     def outer_step(self, config, context, device):
         from metadapt.training.pearl_step import PEARLStep
 
