@@ -3,8 +3,8 @@ single-task ``gymnasium.Env``s under ``gymnasium.vector.SyncVectorEnv``, measure
 
     python benchmarks/envs.py [--envs 1000] [--steps 200] [--threads 1]   # about a minute
 
-Each side steps ``--envs`` copies of 2D navigation (and of the 5-armed bandit and the tabular MDP)
-with random actions for ``--steps`` steps after a warm-up; the batched side is one tensor
+Each side steps ``--envs`` copies of 2D navigation (and of the 5-armed bandit, the tabular MDP and
+PEARL's point robot) with random actions for ``--steps`` steps after a warm-up; the batched side is one tensor
 computation per step for all of them (tasks × copies), the vector side loops over the single
 environments. Writes benchmarks/envs.json and prints a table with the ratio.
 """
@@ -60,9 +60,10 @@ def vector_rate(env_id: str, options: dict, envs: int, steps: int) -> float:
 
 
 def main() -> None:
-    from metadapt.envs import BanditFamily, NavigationFamily, TabularMDPFamily
+    from metadapt.envs import BanditFamily, NavigationFamily, PointRobotFamily, TabularMDPFamily
     from metadapt.envs.bandits import BanditOptions
     from metadapt.envs.navigation import NavigationOptions
+    from metadapt.envs.point_robot import PointRobotOptions
     from metadapt.envs.tabular import TabularOptions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,6 +78,8 @@ def main() -> None:
              ("bandits (k = 5)", BanditFamily(BanditOptions(arms=5, pulls=10 ** 6)), "metadapt/Bandits-v0",
               {"arms": 5, "pulls": 10 ** 6}),
              ("tabular MDP", TabularMDPFamily(TabularOptions(horizon=10 ** 6)), "metadapt/TabularMDP-v0",
+              {"horizon": 10 ** 6}),
+             ("point robot", PointRobotFamily(PointRobotOptions(horizon=10 ** 6)), "metadapt/PointRobot-v0",
               {"horizon": 10 ** 6})]
     rows = []
     for name, family, env_id, options in cases:
