@@ -141,6 +141,17 @@ def process_generator(generator: torch.Generator, context: Context) -> torch.Gen
     return torch.Generator().manual_seed(seed + context.rank)
 
 
+def process_tasks(tasks, num_tasks: int, generator: torch.Generator, context: Context,
+                  device: torch.device):
+    """Draw a meta-batch of ``num_tasks`` environments from the run's generator and keep this process's
+    slice: ``(environments on device, their share of the meta-batch, the stream to play them with)``."""
+    env = tasks.sample(num_tasks, generator)
+    part = task_slice(env.num_tasks, context)
+    if context.enabled:
+        env = env[part]
+    return env.to(device), (part.stop - part.start) / num_tasks, process_generator(generator, context)
+
+
 def weighted_sum(value: torch.Tensor, share: float, context: Context) -> torch.Tensor:
     """``Σ_r share_r · value_r`` over the processes, the same on all (the meta-batch mean of values that
     are means over each process's tasks); ``value`` itself in one process."""

@@ -61,18 +61,12 @@ class OptimizerStep(OuterStep):
     context: distributed.Context
     _before = None
 
-    def _draw(self, tasks, generator):
-        """This process's tasks of the meta-batch on the device, their share of it, and the stream
-        to play them with."""
-        env = tasks.sample(self.tasks_per_step, generator)
-        part = distributed.task_slice(env.num_tasks, self.context)
-        share = (part.stop - part.start) / env.num_tasks
-        if self.context.enabled:
-            env = env[part]
-        return env.to(self.device), share, distributed.process_generator(generator, self.context)
-
     def _remember(self) -> None:
         self._before = tuple(copy.deepcopy(x.state_dict()) for x in (self.algorithm, self.optimizer))
+
+    def _draw(self, tasks, generator):
+        """This process's tasks of the meta-batch, their share of it and the stream to play them with."""
+        return distributed.process_tasks(tasks, self.tasks_per_step, generator, self.context, self.device)
 
     def discard(self) -> None:
         if self._before is not None:

@@ -24,12 +24,9 @@ class TRPOStep(OuterStep):
     def step(self, tasks, generator) -> StepResult:
         a = self.algorithm
         self._before = copy.deepcopy(a.state_dict())
-        env = tasks.sample(self.tasks_per_step, generator)
-        part = distributed.task_slice(env.num_tasks, self.context)
-        share = (part.stop - part.start) / env.num_tasks
-        if self.context.enabled:
-            env = env[part]
-        batch = a.experience(env.to(self.device), distributed.process_generator(generator, self.context))
+        env, share, stream = distributed.process_tasks(tasks, self.tasks_per_step, generator, self.context,
+                                                       self.device)
+        batch = a.experience(env, stream)
         reduce = lambda x: distributed.weighted_sum(x, share, self.context)  # noqa: E731
         parameters = list(a.policy.parameters())
         with torch.enable_grad():
