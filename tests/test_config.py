@@ -1,11 +1,13 @@
 from pathlib import Path
 
 import pytest
+from conftest import recipe_param
 
 from metadapt.config import Config, build_config, config_from_file, parse_override
 from metadapt.errors import UserError
 
-RECIPES = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+
+RECIPES = [recipe_param(p) for p in sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))]
 
 
 def test_defaults_are_the_maml_paper_sinusoid_setting():

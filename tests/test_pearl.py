@@ -173,6 +173,55 @@ def test_task_replay_keeps_the_newest_rows_and_samples_only_those_it_holds():
         buffer.sample(torch.tensor([1]), 1, torch.Generator())
 
 
+def test_task_replay_draws_whole_distinct_episodes_even_after_wrapping():
+    buffer = TaskReplay(2, 6, 1)                       # 3 episodes of 2 steps per task
+    episode = lambda k: [[10.0 * k], [10.0 * k + 1]]  # noqa: E731
+    for k in range(4):                                  # task 0's episode 0 is overwritten by 3
+        buffer.add(torch.tensor([0]), torch.tensor([episode(k)]))
+    buffer.add(torch.tensor([1]), torch.tensor([episode(5)]))
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(60):
+        rows = buffer.sample_episodes(torch.tensor([0]), 2, 2, g)[0, :, 0].tolist()
+        pairs = [tuple(rows[:2]), tuple(rows[2:])]
+        assert all(b == a + 1 and a % 10 == 0 for a, b in pairs) and pairs[0] != pairs[1]
+        seen.update(a // 10 for a, _ in pairs)
+    assert seen == {1, 2, 3}
+    assert buffer.sample_episodes(torch.tensor([1]), 1, 2, g)[0, :, 0].tolist() == [50.0, 51.0]
+    with pytest.raises(RuntimeError, match="fewer than 2 whole episodes"):
+        buffer.sample_episodes(torch.tensor([1]), 2, 2, g)
+    with pytest.raises(ValueError, match="whole episodes"):
+        buffer.sample_episodes(torch.tensor([0]), 1, 4, g)
+
+
+def test_context_of_whole_episodes_is_what_the_posterior_sees_at_test_time(tmp_path, capsys):
+    from metadapt.training.pearl_step import PEARLStep
+
+    config = config_from_file(RECIPE, [*TINY, "algorithm.context_episodes=2", "train.iterations=2"])
+    train(config, tmp_path / "run", progress=False)
+    run = load(tmp_path / "run")
+    step = PEARLStep(run.algorithm, type("Ctx", (), {"world_size": 1})(), 4, torch.device("cpu"))
+    step.tasks = run.family.sample(6, torch.Generator().manual_seed(0))
+    rows = torch.arange(6 * 40.0).reshape(6, 40, 1).expand(6, 40, 8)      # row k holds k
+    step.encoder.add(torch.arange(6), rows)
+    g = torch.Generator().manual_seed(3)
+    sizes = set()
+    for _ in range(20):
+        context = step.context_rows(torch.tensor([0, 5]), g)
+        sizes.add(context.shape[1])
+        starts = context[:, ::20, 0]                                    # each episode: 20 rows in order
+        assert torch.equal(context[:, :, 0].reshape(2, -1, 20) - starts[..., None],
+                           torch.arange(20.0).expand(2, starts.shape[1], 20))
+    assert sizes == {20, 40}                                           # 1 or 2 episodes
+    from metadapt.cli import main
+
+    for bad, why in (("algorithm.buffer_capacity=210", "a multiple of the episode length 20"),
+                     ("algorithm.context_episodes=3", "episodes of 20 steps in algorithm.initial_steps")):
+        assert main(["train", str(RECIPE), *TINY, "algorithm.context_episodes=2", bad,
+                     "--run-dir", str(tmp_path / "bad")]) == 2
+        assert why in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_pearl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
     from metadapt.cli import main
 
@@ -208,3 +257,17 @@ def test_environment_steps_of_the_learning_curve_come_from_the_log():
     every_tenth = [{"step": 10, "split": "train", "env_steps": 7},
                    {"step": 20, "split": "train", "env_steps": 9}]
     assert env_steps_at(every_tenth) == {10: 70.0, 20: 160.0}
+
+
+def test_success_is_coming_within_the_goal_radius_at_any_step_and_the_report_counts_it():
+    from metadapt.evaluation.rl import rl_table
+
+    env = PointRobot(horizon=3, goals=torch.tensor([[1.0, 0.0], [0.0, 1.0]]), random_start=False,
+                     sparse=True, reports_success=True)
+    paths = torch.tensor([[[0.5, 0.0], [0.81, 0.0], [0.5, 0.0]],        # within 0.2 at its second step
+                          [[0.0, 0.5], [0.0, 0.79], [0.0, 0.7]]])       # never closer than 0.21
+    assert env.reached(paths).tolist() == [True, False]
+    assert env.reached(paths[:, None]).shape == (2, 1)
+    results = {"steps": 1, "unit": "episodes", "methods": {
+        "pearl": {"curve": [0.1, 0.5], "curve_ci95": [0.0, 0.1], "success": [0.25, 0.875]}}}
+    assert "| pearl: reached the goal | 25.0% | 87.5% |" in rl_table(results)

@@ -25,6 +25,7 @@ from gymnasium import spaces
 
 from metadapt.envs.bandits import BanditFamily
 from metadapt.envs.base import EnvBatch, EnvFamily
+from metadapt.envs.half_cheetah import HalfCheetahDirFamily, HalfCheetahVelFamily
 from metadapt.envs.navigation import NavigationFamily
 from metadapt.envs.point_robot import PointRobotFamily, SparsePointRobotFamily
 from metadapt.envs.tabular import TabularMDPFamily
@@ -120,9 +121,24 @@ class SparsePointRobotEnv(SingleTaskEnv):
     family_class = SparsePointRobotFamily
 
 
+class HalfCheetahVelEnv(SingleTaskEnv):
+    """``metadapt/HalfCheetahVel-v0`` (needs ``metadapt[mujoco]``): options ``horizon``, ``velocity_low``,
+    ``velocity_high``, ``observation``; ``reset(options={"reset_noise": u})`` starts from the 18 given
+    draws."""
+
+    family_class = HalfCheetahVelFamily
+
+
+class HalfCheetahDirEnv(SingleTaskEnv):
+    """``metadapt/HalfCheetahDir-v0`` (needs ``metadapt[mujoco]``): options ``horizon``, ``observation``."""
+
+    family_class = HalfCheetahDirFamily
+
+
 IDS = {"metadapt/Bandits-v0": BanditEnv, "metadapt/TabularMDP-v0": TabularMDPEnv,
        "metadapt/Navigation2D-v0": Navigation2DEnv, "metadapt/PointRobot-v0": PointRobotEnv,
-       "metadapt/SparsePointRobot-v0": SparsePointRobotEnv}
+       "metadapt/SparsePointRobot-v0": SparsePointRobotEnv, "metadapt/HalfCheetahVel-v0": HalfCheetahVelEnv,
+       "metadapt/HalfCheetahDir-v0": HalfCheetahDirEnv}
 for _id, _cls in IDS.items():
     if _id not in gymnasium.registry:
         gymnasium.register(id=_id, entry_point=f"{__name__}:{_cls.__name__}")

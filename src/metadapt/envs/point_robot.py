@@ -48,6 +48,8 @@ class PointRobot(EnvBatch):
     random_start: bool = True
     sparse: bool = False
     goal_radius: float = 0.2
+    #: the evaluation reports the share of episodes that come within ``goal_radius`` (the sparse robot)
+    reports_success: bool = False
 
     @property
     def observation_bounds(self):
@@ -57,7 +59,13 @@ class PointRobot(EnvBatch):
     def with_reward(self, sparse: bool) -> PointRobot:
         """The same tasks with the sparse or the dense reward."""
         return type(self)(horizon=self.horizon, goals=self.goals, random_start=self.random_start,
-                          sparse=sparse, goal_radius=self.goal_radius)
+                          sparse=sparse, goal_radius=self.goal_radius, reports_success=self.reports_success)
+
+    def reached(self, positions: torch.Tensor) -> torch.Tensor:
+        """Whether a path ``positions [T, …, H, 2]`` comes within ``goal_radius`` of its task's goal
+        (``[T, …]``)."""
+        goals = self.goals.reshape(len(self.goals), *([1] * (positions.dim() - 2)), 2)
+        return ((positions - goals).norm(dim=-1) <= self.goal_radius).any(-1)
 
     def reset_noise(self, copies: int, generator: torch.Generator) -> torch.Tensor:
         """The draws a reset needs, ``[T, C, 2]`` standard uniforms (unused without random starts)."""
@@ -142,7 +150,7 @@ class SparsePointRobotFamily(EnvFamily):
         goals = torch.stack([angle.cos(), angle.sin()], -1)
         o = self.options
         return PointRobot(horizon=o.horizon, goals=goals, random_start=False, sparse=o.reward == "sparse",
-                          goal_radius=o.goal_radius)
+                          goal_radius=o.goal_radius, reports_success=True)
 
     def describe(self):
         o = self.options

@@ -225,18 +225,29 @@ def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: boo
         results["methods"][name] = {"mean": float(mean[-1]), "ci95": float(ci[-1]), "curve": mean.tolist(),
                                     "curve_ci95": ci.tolist(),
                                     "note": "meta-learned" if agents[name] is run.algorithm else ""}
+        if getattr(env, "reports_success", False):
+            reached = torch.stack([env.reached(t.next_observations[:, 0, 0]) for t in trajs], 1).float()
+            results["methods"][name]["success"] = reached.mean(0).tolist()   # per episode / step
         paths[name] = [t.observations[:3, 0, 0].cpu() for t in trajs]           # [3 tasks, H, 2] per step
-    oracle = env.oracle_return()
+    sparse = getattr(getattr(run.algorithm, "options", None), "sparse_context", False)
+    oracle = (env.with_reward(sparse=True) if sparse else env).oracle_return()   # of the returns reported
     if oracle is not None:
         results["oracle"] = float(oracle.mean())
     key = published_key(run.config)
     if key in PUBLISHED:
         results["published"] = PUBLISHED[key]
-    figures = {"Return after each adaptation step": "plots/adaptation_returns.png",
-               "Paths before and after adaptation": "plots/paths.png"}
+    figures = {"Return after each adaptation step": "plots/adaptation_returns.png"}
     plot_adaptation_returns(results, run.outputs / figures["Return after each adaptation step"])
-    goals = env.goals[:3].cpu() if hasattr(env, "goals") else None
-    plot_paths(paths, goals, run.outputs / figures["Paths before and after adaptation"], results)
+    if hasattr(env, "forward_velocity"):
+        title = "Forward velocity before and after adaptation"
+        figures[title] = "plots/velocity.png"
+        velocities = {name: [env.forward_velocity(p) for p in per] for name, per in paths.items()}
+        plot_velocities(velocities, env, run.outputs / figures[title], results)
+    elif tuple(env.observation_shape) == (2,):  # a point in the plane
+        figures["Paths before and after adaptation"] = "plots/paths.png"
+        goals = env.goals[:3].cpu() if hasattr(env, "goals") else None
+        radius = env.goal_radius if getattr(env, "reports_success", False) else None
+        plot_paths(paths, goals, run.outputs / figures["Paths before and after adaptation"], results, radius)
     return _write_outputs(run, results, figures, agents)
 
 
@@ -272,9 +283,11 @@ def step_label(results: dict, k: int, short: bool = False) -> str:
     return f"{k}" if short else f"{k} step{'s' if k != 1 else ''}"
 
 
-def plot_paths(paths: dict, goals: torch.Tensor | None, path: Path, results: dict | None = None) -> None:
+def plot_paths(paths: dict, goals: torch.Tensor | None, path: Path, results: dict | None = None,
+               radius: float | None = None) -> None:
     """One panel per method: a trajectory of the first test task after each number of steps (MAML's
-    Figure 4) or in each episode of a trial (PEARL's Figure 5), the goal as a star."""
+    Figure 4) or in each episode of a trial (PEARL's Figure 5), the goal as a star (and the circle within
+    which a sparse reward is paid)."""
     results = results or {}
     reach = max([0.55] + [float(p[0].abs().max()) for per in paths.values() for p in per]
                 + ([float(goals[0].abs().max())] if goals is not None else []))
@@ -285,6 +298,9 @@ def plot_paths(paths: dict, goals: torch.Tensor | None, path: Path, results: dic
             ax.plot(xy[:, 0], xy[:, 1], lw=1.5, label=step_label(results, k))
         if goals is not None:
             ax.plot(goals[0, 0], goals[0, 1], marker="*", ms=14, color="k", ls="none", label="goal")
+            if radius is not None:
+                ax.add_patch(plt.Circle((float(goals[0, 0]), float(goals[0, 1])), radius, fill=False,
+                                        ls=":", color="k"))
         ax.set_title(name, fontsize=10)
         ax.set_xlim(-1.1 * reach, 1.1 * reach)
         ax.set_ylim(-1.1 * reach, 1.1 * reach)
@@ -293,6 +309,32 @@ def plot_paths(paths: dict, goals: torch.Tensor | None, path: Path, results: dic
         ax.set_xlabel("x")
     axes[0][0].set_ylabel("y")
     axes[0][0].legend(fontsize=7, loc="lower left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_velocities(velocities: dict, env, path: Path, results: dict) -> None:
+    """One panel per method: the forward velocity of the first test task's episode after each number of
+    steps (or in each episode of a trial), against the goal velocity or direction."""
+    fig, axes = plt.subplots(1, len(velocities), figsize=(3.8 * len(velocities), 3.2), squeeze=False,
+                             sharey=True)
+    goal = float(env.goal[0])
+    for ax, (name, per_step) in zip(axes[0], velocities.items()):
+        for k, v in enumerate(per_step):
+            ax.plot(v[0].cpu(), lw=1.2, label=step_label(results, k))
+        if env.task_kind == "velocity":
+            ax.axhline(goal, color="k", ls="--", lw=1, label="goal velocity")
+        else:
+            ax.axhline(0, color="k", lw=0.6)
+            ax.set_title(f"{name} (goal: run {'forward' if goal > 0 else 'backward'})", fontsize=10)
+        if env.task_kind == "velocity":
+            ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("step")
+    axes[0][0].set_ylabel("forward velocity")
+    axes[0][0].legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -317,6 +359,8 @@ def rl_table(results: dict, markdown: bool = True) -> str:
         rows = [[name] + [f"{m:.2f} ± {c:.2f}" for m, c in zip(v["curve"], v["curve_ci95"])]
                 for name, v in results["methods"].items()]
         rows += [[f"{name} (paper)"] + [f"{x:g}" for x in values] for name, values in published.items()]
+        rows += [[f"{name}: reached the goal"] + [f"{100 * x:.1f}%" for x in v["success"]]
+                 for name, v in results["methods"].items() if "success" in v]
         if "oracle" in results:
             rows.append(["oracle (knows the goal)"] + [f"{results['oracle']:.2f}"] * (results["steps"] + 1))
         return _render(head, rows, markdown)

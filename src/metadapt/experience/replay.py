@@ -48,6 +48,25 @@ class TaskReplay:
         index = (u * sizes[:, None]).long().clamp(max=self.capacity - 1)  # rows 0 … size − 1 hold data
         return self.data[tasks[:, None], index]
 
+    def sample_episodes(self, tasks: torch.Tensor, episodes: int, length: int,
+                        generator: torch.Generator) -> torch.Tensor:
+        """``[len(tasks), episodes · length, width]``: the rows of ``episodes`` distinct whole episodes
+        of each of ``tasks``' buffers, drawn uniformly. Episodes are the aligned blocks of ``length``
+        rows, which they are when every addition is whole episodes of ``length`` steps and the
+        capacity a multiple of it."""
+        if self.capacity % length:
+            raise ValueError(f"a capacity of {self.capacity} does not hold whole episodes of {length} steps")
+        tasks = tasks.to(self.data.device)
+        complete = self.size[tasks] // length
+        if bool((complete < episodes).any()):
+            raise RuntimeError(f"a replay buffer holds fewer than {episodes} whole episodes")
+        slots = self.capacity // length
+        scores = torch.rand(len(tasks), slots, generator=generator, dtype=torch.float64).to(self.data.device)
+        scores = scores.masked_fill(torch.arange(slots, device=self.data.device) >= complete[:, None], 2.0)
+        which = scores.argsort(-1)[:, :episodes]                       # distinct episodes, uniformly
+        index = (which[..., None] * length + torch.arange(length, device=self.data.device)).flatten(1)
+        return self.data[tasks[:, None], index]
+
     def state_dict(self) -> dict:
         return {"data": self.data, "size": self.size, "position": self.position}
 

@@ -131,7 +131,7 @@ class PEARLStep(OuterStep):
         critic and KL losses; the value function; the target; the policy — as PEARL's code does)."""
         a, o, opt = self.algorithm, self.algorithm.options, self.optimizers
         rows = self.rl.sample(index, o.batch_size, generator)
-        context = a.context_of(self.encoder.sample(index, o.context_size, generator))
+        context = a.context_of(self.context_rows(index, generator))
         parts = a.losses(rows, context, generator)
         opt["q"].zero_grad(set_to_none=True)
         opt["context"].zero_grad(set_to_none=True)
@@ -150,6 +150,15 @@ class PEARLStep(OuterStep):
                 "policy_loss": float(actor["policy"].detach()),
                 "kl_divergence": float(parts["kl_divergence"].detach()),
                 "log_pi": float(actor["log_pi"].mean()), "q": float(actor["min_q"].mean())}
+
+    def context_rows(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The encoder's context for one gradient step: ``context_size`` transitions of each task, or, with
+        ``context_episodes = k``, the whole transitions of ``j`` episodes, ``j`` uniform in 1 … k."""
+        o = self.algorithm.options
+        if not o.context_episodes:
+            return self.encoder.sample(index, o.context_size, generator)
+        episodes = int(torch.randint(1, o.context_episodes + 1, (), generator=generator))
+        return self.encoder.sample_episodes(index, episodes, self.tasks.horizon, generator)
 
     def commit(self) -> None:
         pass  # the updates happened inside step

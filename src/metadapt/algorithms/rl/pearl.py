@@ -58,6 +58,11 @@ class PEARLOptions:
     batch_size: int = option(256, positive=True, help="RL transitions per task per gradient step")
     context_size: int = option(64, positive=True, help="context transitions per task per gradient step "
                                                        "(embedding_batch_size)")
+    context_episodes: int = option(0, low=0, high=1000,
+                                   help="0: the context of a gradient step is context_size transitions "
+                                        "drawn from the task's encoder buffer (PEARL); k > 0: the whole "
+                                        "transitions of j episodes, j drawn uniformly from 1 … k per step, "
+                                        "which is what the posterior sees at test time after j episodes")
     gamma: float = option(0.99, low=0, high=1, help="discount (sparse point robot: 0.9)")
     tau: float = option(0.005, positive=True, high=1, help="Polyak rate of the target value network")
     reward_scale: float = option(5.0, positive=True,
@@ -104,8 +109,23 @@ class PEARL(Algorithm):
         if options.sparse_context and not hasattr(probe, "with_reward"):
             raise UserError(f"algorithm.sparse_context=true needs a task family with a sparse reward "
                             f"(sparse-point-robot); task.family={parts.config.task.family} has none")
+        if options.context_episodes:
+            cls._check_whole_episodes(options, probe.horizon)
         networks = parts.seeded(lambda: parts.model_for(probe.observation_shape, probe.action_dim))
         return cls(networks, **vars(options))
+
+    @staticmethod
+    def _check_whole_episodes(o: PEARLOptions, horizon: int) -> None:
+        """``context_episodes`` reads whole episodes from the encoder buffer: refuse settings that leave
+        fewer of them, or episodes cut across the buffer's end."""
+        if o.buffer_capacity % horizon:
+            raise UserError(f"algorithm.context_episodes needs algorithm.buffer_capacity a multiple of the "
+                            f"episode length {horizon}, not {o.buffer_capacity}")
+        for name in ("initial_steps", "prior_steps"):
+            have = getattr(o, name) // horizon
+            if have < o.context_episodes:
+                raise UserError(f"algorithm.context_episodes={o.context_episodes} needs at least that many "
+                                f"episodes of {horizon} steps in algorithm.{name}, which gives {have}")
 
     @classmethod
     def check_config(cls, config) -> None:
