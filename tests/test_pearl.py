@@ -28,9 +28,10 @@ TINY = ["train.iterations=4", "train.meta_batch_size=4", "train.val_every=2", "t
         "train.threads=1"]
 
 
-def agent(seed=0, **options) -> PEARL:
+def agent(seed=0, encoder="product", **options) -> PEARL:
     torch.manual_seed(seed)
-    return PEARL(PEARLNetworks(2, 2, latent_size=3, hidden=16, encoder_hidden=16).double(), **options)
+    return PEARL(PEARLNetworks(2, 2, latent_size=3, hidden=16, encoder_hidden=16, encoder=encoder).double(),
+                 **options)
 
 
 def test_product_of_gaussians_is_the_closed_form_and_ignores_order():
@@ -107,8 +108,9 @@ def test_sac_losses_equal_a_hand_computation():
     assert torch.allclose(actor["policy"], (log_pi - min_q).mean() + reg)
 
 
-def test_the_encoder_learns_from_the_critic_and_the_kl_not_from_the_actor():
-    pearl = agent()
+@pytest.mark.parametrize("encoder", ["product", "recurrent"])
+def test_the_encoder_learns_from_the_critic_and_the_kl_not_from_the_actor(encoder):
+    pearl = agent(encoder=encoder)
     net = pearl.networks
     g = torch.Generator().manual_seed(5)
     rows = torch.randn(3, 6, 8, generator=g, dtype=torch.float64)
@@ -125,6 +127,27 @@ def test_the_encoder_learns_from_the_critic_and_the_kl_not_from_the_actor():
     # the policy does not move the value function either, and the value loss not the policy
     assert all(gr is None for gr in torch.autograd.grad(actor["policy"], list(net.vf.parameters()),
                                                          retain_graph=True, allow_unused=True))
+
+
+def test_the_recurrent_encoder_reads_the_context_in_order_through_a_gru():
+    net = agent(encoder="recurrent").networks
+    g = torch.Generator().manual_seed(1)
+    context = torch.randn(2, 5, net.context_size, generator=g, dtype=torch.float64)
+    mean, variance = net.posterior(context)
+    e = net.encoder
+    cell = torch.nn.GRUCell(e.gru.input_size, e.gru.hidden_size).double()
+    cell.load_state_dict({k[:-3]: v for k, v in e.gru.state_dict().items()})        # weight_ih_l0 → weight_ih
+    h = torch.zeros(2, e.gru.hidden_size, dtype=torch.float64)
+    for n in range(5):                                                  # by hand, one transition at a time
+        h = cell(torch.relu(e.embed[0](context[:, n])), h)
+    out = e.head(h)
+    assert torch.allclose(mean, out[:, :3])
+    assert torch.allclose(variance, torch.nn.functional.softplus(out[:, 3:]))
+    assert not torch.allclose(net.posterior(context.flip(1))[0], mean)            # order matters
+    empty = net.posterior(context[:, :0])
+    assert torch.equal(empty[0], torch.zeros(2, 3)) and torch.equal(empty[1], torch.ones(2, 3))
+    assert "recurrent" in net.describe()
+    assert agent(encoder="recurrent").scratch(0).networks.encoder_kind == "recurrent"
 
 
 def test_exploration_acts_with_the_prior_first_then_the_posterior_of_what_it_saw():

@@ -8,7 +8,10 @@ that infers a task variable ``z`` from transitions, and a soft actor-critic cond
 
       σ² = 1 / Σ_n σ_n⁻²,    μ = σ² Σ_n μ_n / σ²_n,
 
-  and the information bottleneck is ``KL(q_φ(z | c) ‖ N(0, I))`` (§4.1, eq. 3–4).
+  and the information bottleneck is ``KL(q_φ(z | c) ‖ N(0, I))`` (§4.1, eq. 3–4). The paper's
+  alternative, a **recurrent encoder** (``encoder: recurrent``, §4.2 and its Appendix), reads the
+  transitions in order — an MLP embedding, a GRU, and ``(μ, σ²)`` from its last state — and so can
+  combine evidence no product of Gaussians can (two distances to an unseen goal, a ring each).
 * **Soft actor-critic** (Haarnoja et al. 2018) on ``(s, z)``: twin Q-functions ``Q(s, a, z)``, a
   state value ``V(s, z)`` with a slowly tracking target copy, and a tanh-Gaussian policy
   ``a = tanh(u)``, ``u ~ N(μ(s, z), σ(s, z)²)``, whose log-density carries the change of variables
@@ -76,6 +79,30 @@ class PEARLNetworksOptions:
                                  help="units of each of the encoder's three hidden layers (PEARL: 200)")
     next_observation: bool = option(True, help="the context holds the next state (s, a, r, s'), as the paper "
                                                "describes; oyster's default leaves it out")
+    encoder: str = option("product", choices=("product", "recurrent"),
+                          help="product: independent Gaussian factors per transition, multiplied (PEARL's "
+                               "default); recurrent: a GRU over the transitions in order (best with "
+                               "algorithm.context_episodes, which keeps them in order)")
+
+
+class RecurrentEncoder(nn.Module):
+    """``(μ, σ²)`` of ``q(z | c)`` from a GRU over the context ``[T, N, context_size]``: two embedding
+    layers, a GRU of ``hidden`` units, a linear head on its last state (σ² through a softplus)."""
+
+    def __init__(self, context_size: int, hidden: int, latent_size: int):
+        super().__init__()
+        self.embed = nn.Sequential(mlp([context_size, hidden, hidden]), nn.ReLU())
+        self.gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, 2 * latent_size)
+        self.latent_size = latent_size
+
+    def forward(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lead = context.shape[:-2]
+        x = self.embed(context.reshape(-1, *context.shape[-2:]))
+        _, last = self.gru(x)
+        out = self.head(last[0]).reshape(*lead, 2 * self.latent_size)
+        variance = nn.functional.softplus(out[..., self.latent_size:]).clamp(min=VARIANCE_FLOOR)
+        return out[..., :self.latent_size], variance
 
 
 @register("model", "pearl-networks")
@@ -86,12 +113,16 @@ class PEARLNetworks(nn.Module):
     Options = PEARLNetworksOptions
 
     def __init__(self, observation_size: int, action_size: int, latent_size: int = 5, hidden: int = 300,
-                 encoder_hidden: int = 200, next_observation: bool = True):
+                 encoder_hidden: int = 200, next_observation: bool = True, encoder: str = "product"):
         super().__init__()
         self.observation_size, self.action_size, self.latent_size = observation_size, action_size, latent_size
         self.next_observation = next_observation
         self.context_size = observation_size * (2 if next_observation else 1) + action_size + 1
-        self.encoder = mlp([self.context_size, *[encoder_hidden] * 3, 2 * latent_size])
+        self.encoder_kind = encoder
+        if encoder == "recurrent":
+            self.encoder = RecurrentEncoder(self.context_size, encoder_hidden, latent_size)
+        else:
+            self.encoder = mlp([self.context_size, *[encoder_hidden] * 3, 2 * latent_size])
         s, a, z, h = observation_size, action_size, latent_size, hidden
         self.qf1, self.qf2 = mlp([s + a + z, h, h, h, 1]), mlp([s + a + z, h, h, h, 1])
         self.vf = mlp([s + z, h, h, h, 1])
@@ -110,10 +141,13 @@ class PEARLNetworks(nn.Module):
                      outputs: int) -> PEARLNetworks:
         """``input_shape``: one observation's shape; ``outputs``: the action size."""
         return cls(math.prod(input_shape), outputs, options.latent_size, options.hidden,
-                   options.encoder_hidden, options.next_observation)
+                   options.encoder_hidden, options.next_observation, options.encoder)
 
     def describe(self) -> str:
-        return (f"PEARL's networks: a context encoder ({self.encoder_hidden}×3, z of {self.latent_size}), "
+        recurrent = self.encoder_kind == "recurrent"
+        kind = "a recurrent context encoder (GRU of " if recurrent else "a context encoder ("
+        size = f"{self.encoder_hidden}" + ("" if recurrent else "×3")
+        return (f"PEARL's networks: {kind}{size}, z of {self.latent_size}), "
                 f"twin Q-functions, a value function with a target copy and a tanh-Gaussian policy "
                 f"({self.hidden}×3 each)")
 
@@ -129,6 +163,8 @@ class PEARLNetworks(nn.Module):
         if context.shape[-2] == 0:
             zeros = context.new_zeros(*context.shape[:-2], self.latent_size)
             return zeros, torch.ones_like(zeros)
+        if self.encoder_kind == "recurrent":
+            return self.encoder(context)
         out = self.encoder(context)
         mu, var = out[..., :self.latent_size], nn.functional.softplus(out[..., self.latent_size:])
         return product_of_gaussians(mu, var)

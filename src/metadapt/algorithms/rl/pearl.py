@@ -278,7 +278,8 @@ class PEARL(Algorithm):
             net = fresh.networks
             like = next(net.parameters())
             fresh.networks = type(net)(net.observation_size, net.action_size, net.latent_size, net.hidden,
-                                       net.encoder_hidden, net.next_observation).to(like.device, like.dtype)
+                                       net.encoder_hidden, net.next_observation,
+                                       net.encoder_kind).to(like.device, like.dtype)
         fresh.name_in_config = "scratch"
         return fresh
 
