@@ -177,10 +177,13 @@ class RL2(Algorithm):
 
     @torch.no_grad()
     def validation_metrics(self, env) -> dict[str, float]:
-        """Mean total reward of one trial per held-out task (``query_loss`` is its negative)."""
+        """Mean total reward of one trial per held-out task (``query_loss`` is its negative), and the
+        mean return of its first and its last episode."""
         traj = self.play(env, torch.Generator().manual_seed(VALIDATION_SEED), trials=1)
         total = float(traj.rewards.sum((-1, -2)).mean())
-        return {"query_loss": -total, "return": total}
+        episodes = traj.rewards.sum(-1).mean((0, 1))
+        return {"query_loss": -total, "return": total, "return_first": float(episodes[0]),
+                "return_last": float(episodes[-1])}
 
     def describe(self) -> str:
         return (f"`{self.name_in_config or self.name}`: a recurrent policy whose hidden state is carried "
