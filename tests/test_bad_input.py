@@ -210,3 +210,21 @@ def test_more_ways_than_classes_is_refused(tmp_path, capsys, monkeypatch):
     assert "asked for 999-way episodes but the dataset has only" in capsys.readouterr().err
     assert main(omniglot_args(data, tmp_path / "run", "task.ways=2", "task.shots=5", "task.queries=5")) == 2
     assert "asked for 5 shots + 5 queries = 10 examples per class" in capsys.readouterr().err
+
+
+def test_a_mujoco_recipe_without_the_extra_is_one_line_naming_the_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from metadapt.envs import half_cheetah
+
+    monkeypatch.setitem(sys.modules, "mujoco", None)          # as if metadapt[mujoco] were not installed
+    monkeypatch.setitem(sys.modules, "mujoco.rollout", None)
+    half_cheetah._model.cache_clear()
+    try:
+        recipe = Path(__file__).parent.parent / "configs/rl/pearl-half-cheetah-vel.yaml"
+        assert main(["train", str(recipe), "--run-dir", str(tmp_path / "run")]) == 2
+    finally:
+        half_cheetah._model.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["metadapt: error: the half-cheetah tasks need MuJoCo: pip install 'metadapt[mujoco]'"]
+    assert not (tmp_path / "run").exists()
