@@ -6,11 +6,15 @@ single-task ``gymnasium.Env``s under ``gymnasium.vector.SyncVectorEnv``, measure
 Each side steps ``--envs`` copies of 2D navigation (and of the 5-armed bandit, the tabular MDP and
 PEARL's point robot) with random actions for ``--steps`` steps after a warm-up; the batched side is one tensor
 computation per step for all of them (tasks × copies), the vector side loops over the single
-environments. Writes benchmarks/envs.json and prints a table with the ratio.
+environments. With the ``mujoco`` extra it also steps HalfCheetah-Vel, batched through one
+``mujoco.rollout`` call per step, against Gymnasium's own ``HalfCheetah-v5`` (the same model and
+dynamics) under ``SyncVectorEnv`` (``--cheetah-envs`` of each). Writes benchmarks/envs.json and prints
+a table with the ratio.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -50,7 +54,8 @@ def vector_rate(env_id: str, options: dict, envs: int, steps: int) -> float:
     if hasattr(vec.single_action_space, "n"):
         sample = lambda: rng.integers(0, vec.single_action_space.n, envs)  # noqa: E731
     else:
-        sample = lambda: rng.uniform(-1, 1, (envs, 2)).astype(np.float32)  # noqa: E731
+        shape = (envs, *vec.single_action_space.shape)
+        sample = lambda: rng.uniform(-1, 1, shape).astype(np.float32)  # noqa: E731
     for _ in range(5):
         vec.step(sample())
     start = time.perf_counter()
@@ -71,6 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--vector-steps", type=int, default=20, help="steps of the (slow) vector side")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cheetah-envs", type=int, default=100, help="half-cheetahs of each side (MuJoCo)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = [("navigation-2d", NavigationFamily(NavigationOptions(horizon=10 ** 6)),
@@ -81,11 +87,19 @@ def main() -> None:
               {"horizon": 10 ** 6}),
              ("point robot", PointRobotFamily(PointRobotOptions(horizon=10 ** 6)), "metadapt/PointRobot-v0",
               {"horizon": 10 ** 6})]
+    counts = {}
+    if importlib.util.find_spec("mujoco") is not None:
+        from metadapt.envs.half_cheetah import HalfCheetahVelFamily, HalfCheetahVelOptions
+
+        cases.append(("half-cheetah (MuJoCo)", HalfCheetahVelFamily(HalfCheetahVelOptions(horizon=10 ** 6)),
+                      "HalfCheetah-v5", {"max_episode_steps": 10 ** 6}))
+        counts["half-cheetah (MuJoCo)"] = args.cheetah_envs
     rows = []
     for name, family, env_id, options in cases:
-        fast = batched_rate(family, args.envs, args.steps)
-        slow = vector_rate(env_id, options, args.envs, args.vector_steps)
-        rows.append({"environment": name, "envs": args.envs, "batched_steps_per_s": fast,
+        envs = counts.get(name, args.envs)
+        fast = batched_rate(family, envs, args.steps)
+        slow = vector_rate(env_id, options, envs, args.vector_steps)
+        rows.append({"environment": name, "envs": envs, "batched_steps_per_s": fast,
                      "sync_vector_steps_per_s": slow, "ratio": fast / slow})
         print(f"{name:16s} batched {fast:14,.0f} steps/s   SyncVectorEnv {slow:10,.0f} steps/s   "
               f"ratio {fast / slow:8.0f}x", flush=True)
