@@ -110,3 +110,16 @@ def test_pearl_on_half_cheetah_vel_trains_seeded_resumes_bit_for_bit_and_evaluat
     results = json.loads((straight / "eval" / "results.json").read_text())
     assert len(results["methods"]["pearl"]["curve"]) == 3 and "oracle" not in results
     assert (straight / "plots" / "velocity.png").exists()
+
+
+def test_mujoco_threads_change_nothing_but_the_speed():
+    finals = []
+    for threads in (1, 2):
+        family = HalfCheetahVelFamily(HalfCheetahVelFamily.Options(mujoco_threads=threads))
+        g = torch.Generator().manual_seed(0)
+        env = family.sample(4, g)
+        state, _ = env.reset(3, g)
+        for _ in range(5):
+            state, *_ = env.step(state, 2 * torch.rand(4, 3, 6, generator=g) - 1, None)
+        finals.append(state["physics"])
+    assert torch.equal(*finals)
