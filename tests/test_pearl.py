@@ -163,6 +163,11 @@ def test_exploration_acts_with_the_prior_first_then_the_posterior_of_what_it_saw
         assert torch.allclose(beliefs[k][0], mean) and torch.allclose(beliefs[k][1], variance)
         assert seen.shape[1] == 5 * k
     assert torch.allclose(returns[:, 0], trajs[0].rewards.sum((1, 2, 3)))
+    mean_action = pearl.explore(env, 1, torch.Generator().manual_seed(0))[1][0]
+    sampling = agent(exploration_episodes=2, test_deterministic=False)
+    sampled = sampling.explore(env, 1, torch.Generator().manual_seed(0))[1][0]
+    assert torch.equal(mean_action.actions, trajs[0].actions)                 # the mean action by default
+    assert not torch.allclose(sampled.actions, mean_action.actions)           # test_deterministic=false
 
 
 def test_a_sparse_context_reads_the_sparse_reward_while_sac_keeps_the_dense_one():

@@ -86,6 +86,9 @@ class PEARLOptions:
                                        help="test time: episodes acting with z from the prior before the "
                                             "posterior (oyster: num_exp_traj_eval 1; sparse point robot 5)")
     eval_episodes: int = option(3, positive=True, help="episodes of each test trial")
+    test_deterministic: bool = option(True, help="test trials act with the policy's mean action (oyster's "
+                                                 "eval_deterministic); false: they sample actions, as "
+                                                 "training collection does")
 
 
 @register("algorithm", "pearl")
@@ -183,7 +186,7 @@ class PEARL(Algorithm):
         return traj
 
     @torch.no_grad()
-    def explore(self, env, episodes: int, generator: torch.Generator, deterministic: bool = True,
+    def explore(self, env, episodes: int, generator: torch.Generator, deterministic: bool | None = None,
                 exploration_episodes: int | None = None) -> tuple[torch.Tensor, list[Trajectories], list]:
         """Posterior sampling in every task of ``env`` (§4.3): episode ``k`` acts with ``z`` drawn from
         the prior while ``k < exploration_episodes``, then from the posterior of the context of all
@@ -191,6 +194,8 @@ class PEARL(Algorithm):
         ``sparse_context``), each episode's trajectories and the ``(mean, variance)`` of ``z`` each
         episode acted with."""
         first = self.options.exploration_episodes if exploration_episodes is None else exploration_episodes
+        if deterministic is None:
+            deterministic = self.options.test_deterministic
         t, latent = env.num_tasks, self.networks.latent_size
         dtype = next(self.networks.parameters()).dtype
         context = torch.zeros(t, 0, self.networks.context_size, device=env.device, dtype=dtype)
