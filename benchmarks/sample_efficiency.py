@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/sample-efficiency"))
     parser.add_argument("--minutes", type=float, default=60.0, help="training time of each method")
     parser.add_argument("--fraction", type=float, default=0.8, help="the score to reach (0.8: 80%%)")
+    parser.add_argument("--also", type=float, nargs="*", default=[0.5, 0.6, 0.7],
+                        help="further scores to report the steps to")
     parser.add_argument("--reuse", nargs=2, action="append", default=[], metavar=("METHOD", "RUN"),
                         help="use RUN (same seed and validation goals) instead of training METHOD")
     parser.add_argument("--override", nargs=2, action="append", default=[], metavar=("METHOD", "KEY=VALUE"),
@@ -122,33 +124,39 @@ def main(argv: list[str] | None = None) -> int:
                   f"{train_cfg.get('val_tasks')} validation goals, not {SEED} and {VAL_TASKS}")
 
     oracle, random = reference_returns(runs["pearl"])
-    threshold = random + args.fraction * (oracle - random)
-    results = {"oracle": oracle, "random": random, "fraction": args.fraction, "threshold": threshold,
-               "methods": {}}
+    levels = sorted(set(args.also) | {args.fraction})
+    results = {"oracle": oracle, "random": random, "fraction": args.fraction, "levels": levels,
+               "threshold": random + args.fraction * (oracle - random), "methods": {}}
     for method, run in runs.items():
         points = curve(run, METHODS[method][1])
-        reached = next(((s, m, r) for s, m, r in points if r >= threshold), None)
+        score = lambda r: (r - random) / (oracle - random)  # noqa: E731
         best = max(points, key=lambda p: p[2]) if points else None
+        reach = {}
+        for level in levels:
+            hit = next(((s, m) for s, m, r in points if score(r) >= level), None)
+            reach[f"{level:g}"] = {"steps": hit[0] if hit else None, "minutes": hit[1] if hit else None}
         results["methods"][method] = {
-            "run": str(run), "curve": points,
-            "steps_to_fraction": reached[0] if reached else None,
-            "minutes_to_fraction": reached[1] if reached else None,
-            "best_return": best[2] if best else None, "best_score": (best[2] - random) / (oracle - random)
-            if best else None, "env_steps_trained": points[-1][0] if points else None}
-    pearl = results["methods"]["pearl"]["steps_to_fraction"]
-    print(f"\noracle {oracle:.2f}, random {random:.2f}: {100 * args.fraction:g}% of the way is a return of "
-          f"{threshold:.2f} ({VAL_TASKS} validation goals)")
-    print(f"{'method':<10}{'env steps to reach':>20}{'minutes':>9}{'best score':>12}{'steps trained':>15}"
-          f"{'ratio to PEARL':>16}")
+            "run": str(run), "curve": points, "reach": reach,
+            "steps_to_fraction": reach[f"{args.fraction:g}"]["steps"],
+            "best_return": best[2] if best else None, "best_score": score(best[2]) if best else None,
+            "env_steps_trained": points[-1][0] if points else None}
+    print(f"\noracle {oracle:.2f}, random {random:.2f} ({VAL_TASKS} validation goals); "
+          f"score = (R − R_random) / (R_oracle − R_random)")
+    head = "".join(f"{f'steps to {100 * f:g}%':>20}" for f in levels)
+    print(f"{'method':<10}{head}{'best score':>12}{'steps trained':>15}")
     for method, m in results["methods"].items():
-        steps = m["steps_to_fraction"]
-        ratio = (f"{steps / pearl:.1f}×" if steps and pearl else "—")
-        m["ratio_to_pearl"] = steps / pearl if steps and pearl else None
-        reached = f"{steps:,.0f}" if steps else "not reached"
-        minutes = f"{m['minutes_to_fraction']:.1f}" if steps else "—"
+        cells = ""
+        for level in levels:
+            steps = m["reach"][f"{level:g}"]["steps"]
+            pearl = results["methods"]["pearl"]["reach"][f"{level:g}"]["steps"]
+            text = "not reached" if steps is None else f"{steps:,.0f}"
+            if steps is not None and pearl and method != "pearl":
+                text += f" ({steps / pearl:.1f}×)"
+            cells += f"{text:>20}"
         best = "—" if m["best_score"] is None else f"{m['best_score']:.2f}"
         trained = "—" if m["env_steps_trained"] is None else f"{m['env_steps_trained']:,.0f}"
-        print(f"{method:<10}{reached:>20}{minutes:>9}{best:>12}{trained:>15}{ratio:>16}")
+        print(f"{method:<10}{cells}{best:>12}{trained:>15}")
+    print("(×: the method's steps over PEARL's, where both reach the level)")
     args.runs.mkdir(parents=True, exist_ok=True)
     (args.runs / "sample_efficiency.json").write_text(json.dumps(results, indent=1))
     plot(results, args.runs / "sample_efficiency.png")
