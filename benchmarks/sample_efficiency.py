@@ -59,6 +59,7 @@ def finished(run: Path) -> bool:
 
 def reference_returns(run: Path) -> tuple[float, float]:
     """Mean return of the oracle and of uniformly random actions on the run's validation goals."""
+    from metadapt.experience import rollout
     from metadapt.training import load
     from metadapt.training.trainer import VAL_SEED_OFFSET
 
@@ -67,14 +68,12 @@ def reference_returns(run: Path) -> tuple[float, float]:
     stream = torch.Generator().manual_seed(cfg.seed + VAL_SEED_OFFSET)   # the trainer's validation goals
     env = loaded.family.tasks("val").sample(cfg.val_tasks, stream)
     g = torch.Generator().manual_seed(12_345)
-    copies = 100
-    state, _ = env.reset(copies, g)
-    totals = torch.zeros(env.num_tasks, copies)
-    for _ in range(env.horizon):
-        action = 2 * torch.rand(env.num_tasks, copies, env.action_dim, generator=g) - 1
-        state, _, reward, _ = env.step(state, action, env.noise(copies, g))
-        totals += reward
-    total = float(totals.mean())
+
+    def uniform(obs, last, carry):
+        return 2 * torch.rand(*obs.shape[:-1], env.action_dim, generator=g) - 1, {}, carry
+
+    traj, _ = rollout(env, uniform, 100, 1, g)
+    total = float(traj.episode_returns.mean())
     return float(env.oracle_return().mean()), total
 
 
