@@ -17,6 +17,7 @@ from metadapt.algorithms.learned_optimizer import optimize, task_seed
 from metadapt.algorithms.meta_lstm import lstm_cell, preprocess
 from metadapt.algorithms.update_rules import SGD, Adam, Momentum, Nesterov, RMSprop
 from metadapt.cli import main
+from metadapt.errors import UserError
 from metadapt.models import Point
 from metadapt.tasks import QuadraticTasks
 from metadapt.tasks.quadratic import squared_error
@@ -104,7 +105,8 @@ def test_each_task_starts_from_its_own_draw_of_the_models_initialization():
 def test_unroll_meta_gradient_equals_finite_differences_with_gradients_held_constant():
     algo, batch = make(), problems()
     params = algo.initial_params(batch.support_x, batch.support_y)
-    losses, _, _ = algo.unroll_losses(params, algo._init_state(params), batch.support_x, batch.support_y, 3)
+    losses, _, _ = algo.unroll_losses(params, algo._init_state(params),
+                                      algo.step_batches(batch.support_x, batch.support_y), 3)
     objective = losses.sum(1).mean()
     objective.backward()
     rule = algo.update_rule
@@ -184,6 +186,92 @@ def test_hand_designed_optimize_matches_a_plain_loop():
             opt.zero_grad()
             loss.backward()
             opt.step()
+
+
+def digits_problems(num_tasks=3, support=40, split="train"):
+    pytest.importorskip("sklearn")
+    from metadapt.tasks.digits import DigitsTasks
+
+    return DigitsTasks(split, support, 8).sample(num_tasks, torch.Generator().manual_seed(1))
+
+
+def digits_algorithm(minibatch, **kwargs):
+    from metadapt.models import MLP
+
+    torch.manual_seed(0)
+    model = MLP(64, (6,), 10, activation="sigmoid")
+    return LearnedOptimizer(model, loss="cross_entropy", minibatch=minibatch, inner_steps=6,
+                            unroll=3, **kwargs)
+
+
+def test_minibatches_are_seeded_by_the_task_fresh_every_step_and_without_replacement():
+    from metadapt.algorithms.learned_optimizer import StepBatches
+
+    batch = digits_problems(3, support=40)
+    a, b = (StepBatches(batch.support_x, batch.support_y, 16) for _ in range(2))
+    rows = [{tuple(r.tolist()) for r in batch.support_x[i]} for i in range(3)]
+    seen = []
+    for _ in range(4):
+        (xa, ya), (xb, yb) = a.current(), b.current()
+        assert xa.shape == (3, 16, 64) and ya.shape == (3, 16)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)  # the same task, the same draws
+        for i in range(3):
+            drawn = [tuple(r.tolist()) for r in xa[i]]
+            assert set(drawn) <= rows[i] and len(set(drawn)) == 16  # from the task's support, no repeats
+        seen.append(xa)
+        a.advance()
+        b.advance()
+    assert not torch.equal(seen[0], seen[1])  # a new minibatch every step
+    assert not torch.equal(seen[0][0], seen[0][1])  # and each task its own
+    whole = StepBatches(batch.support_x, batch.support_y, 0)
+    whole.advance()
+    assert whole.current()[0] is batch.support_x
+    with pytest.raises(UserError, match="minibatch=41"):
+        StepBatches(batch.support_x, batch.support_y, 41)
+
+
+def test_minibatch_optimize_is_torch_optim_on_the_same_minibatches_scored_on_the_whole_support():
+    from metadapt.algorithms.learned_optimizer import StepBatches
+
+    algo, batch = digits_algorithm(16), digits_problems(2, support=40)
+    curve = optimize(algo, Momentum(dict(algo.model.named_parameters()), 0.5), batch, 5)
+    draws = StepBatches(batch.support_x, batch.support_y, 16)
+    start = algo.initial_params(batch.support_x, batch.support_y)
+
+    def loss(params, x, y):
+        return nn.functional.cross_entropy(torch.func.functional_call(algo.model, params, (x,)), y)
+
+    for i in range(2):
+        params = {n: v[i].clone().requires_grad_() for n, v in start.items()}
+        opt = torch.optim.SGD(params.values(), lr=0.5, momentum=0.9)
+        for k in range(5):
+            whole = loss(params, batch.support_x[i], batch.support_y[i]).item()
+            assert curve[i, k].item() == pytest.approx(whole, rel=1e-5)
+            x, y = draws.current()
+            opt.zero_grad()
+            loss(params, x[i], y[i]).backward()
+            opt.step()
+            draws.advance()
+        whole = loss(params, batch.support_x[i], batch.support_y[i]).item()
+        assert curve[i, 5].item() == pytest.approx(whole, rel=1e-5)
+        draws = StepBatches(batch.support_x, batch.support_y, 16)
+
+
+def test_minibatch_unroll_scores_each_step_on_the_next_minibatch_and_trains():
+    from metadapt.algorithms.learned_optimizer import StepBatches
+
+    algo, batch = digits_algorithm(16), digits_problems(2, support=40)
+    params = algo.initial_params(batch.support_x, batch.support_y)
+    losses, reached, _ = algo.unroll_losses(params, algo._init_state(params),
+                                            algo.step_batches(batch.support_x, batch.support_y), 2)
+    draws = StepBatches(batch.support_x, batch.support_y, 16)
+    draws.advance()
+    draws.advance()
+    x, y = draws.current()  # the third step's minibatch scores the second step's result
+    expected = torch.func.vmap(algo.loss)(reached, x, y)
+    assert torch.allclose(losses[:, 1], expected)
+    losses.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in algo.update_rule.parameters())
 
 
 RECIPE = str(ROOT / "configs/quadratic/learned-optimizer.yaml")

@@ -18,6 +18,13 @@ Every problem starts from a fresh draw of the model's own initialization (``fres
 the paper, so ``φ`` cannot specialise to one starting point. The draw is seeded by the task's data:
 a task always starts from the same point, in training, validation, evaluation and in the
 hand-designed optimizers' runs it is compared with.
+
+With ``minibatch`` = ``b`` each step's gradient is taken on ``b`` examples of the task's support drawn
+afresh (the paper's MNIST problems: stochastic minibatches of 128), ``∇_t = ∇_θ f_{B_t}(θ_t)``, and
+training minimises ``Σ_t f_{B_{t+1}}(θ_{t+1})``, an unbiased estimate of ``Σ_t f(θ_{t+1})`` on the whole
+support; the curves compared (validation, benchmark) are the whole support's objective. The draws are
+seeded by the task too (:class:`StepBatches`), so every optimizer compared on a task sees the same
+sequence of minibatches.
 """
 from __future__ import annotations
 
@@ -86,6 +93,9 @@ class LearnedOptimizerOptions(GradientOptions):
                          help="steps per truncated unroll, each one meta-update (the paper's 20)")
     fresh_init: bool = option(True, help="each task starts from a new draw of the model's initialization, "
                                          "seeded by the task (else from the model's fixed parameters)")
+    minibatch: int = option(0, low=0, help="examples of the support each step's gradient is taken on, drawn "
+                                           "afresh every step (the paper's MNIST minibatches of 128); "
+                                           "0: the whole support every step")
 
 
 def task_seed(*tensors: torch.Tensor) -> int:
@@ -94,6 +104,38 @@ def task_seed(*tensors: torch.Tensor) -> int:
     for t in tensors:
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
     return int.from_bytes(digest.digest(), "little") >> 1
+
+
+class StepBatches:
+    """The data each optimization step's gradient is taken on, for a batch of tasks (``x [T, N, …]``):
+    the whole support every step (``size`` 0), or ``size`` of its ``N`` examples drawn without
+    replacement afresh for every step, from a generator per task seeded by the task's data (so every
+    optimizer run on a task sees the same minibatches). ``current()`` is this step's data;
+    ``advance()`` moves to the next step's."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int = 0):
+        if size > x.shape[1]:
+            raise UserError(f"algorithm.minibatch={size} is larger than the {x.shape[1]} examples of each "
+                            "task's support; make it at most that, or 0 for the whole support")
+        self.x, self.y, self.size = x, y, int(size)
+        if self.size:
+            self.generators = [torch.Generator().manual_seed(task_seed(x[i], y[i]) ^ 0x6D696E69)
+                               for i in range(x.shape[0])]
+            self.rows = torch.arange(x.shape[0], device=x.device)[:, None]
+            self._draw()
+
+    def _draw(self) -> None:
+        n = self.x.shape[1]
+        picks = torch.stack([torch.randperm(n, generator=g)[:self.size] for g in self.generators])
+        picks = picks.to(self.x.device)
+        self._current = self.x[self.rows, picks], self.y[self.rows, picks]
+
+    def current(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._current if self.size else (self.x, self.y)
+
+    def advance(self) -> None:
+        if self.size:
+            self._draw()
 
 
 def _detached(tree):
@@ -110,9 +152,9 @@ class LearnedOptimizer(GradientLearner):
     Options = LearnedOptimizerOptions
 
     def __init__(self, model: nn.Module, unroll: int = 20, fresh_init: bool = True,
-                 update_rule="lstm-optimizer", inner_steps: int = 100, **kwargs):
+                 update_rule="lstm-optimizer", inner_steps: int = 100, minibatch: int = 0, **kwargs):
         super().__init__(model, update_rule=update_rule, inner_steps=inner_steps, first_order=True, **kwargs)
-        self.unroll, self.fresh_init = int(unroll), bool(fresh_init)
+        self.unroll, self.fresh_init, self.minibatch = int(unroll), bool(fresh_init), int(minibatch)
         self._init_source = [copy.deepcopy(model)]  # in a list: not a submodule, not in checkpoints
 
     # ----- where each task starts --------------------------------------------------------------
@@ -135,26 +177,31 @@ class LearnedOptimizer(GradientLearner):
         return {n: torch.stack([s[n] for s in starts]).to(like[n]) for n in starts[0]}
 
     # ----- the optimization, differentiable w.r.t. the rule ----------------------------------
-    def unroll_losses(self, params: Params, state, x: torch.Tensor, y: torch.Tensor, steps: int):
-        """``steps`` steps of every task (``params`` with a task axis) from ``state``: returns the
-        objective after each step ``[T, steps]``, differentiable w.r.t. the rule's parameters (the
-        gradients ``∇_t`` are constants), and the parameters and state reached."""
+    def step_batches(self, x: torch.Tensor, y: torch.Tensor) -> StepBatches:
+        return StepBatches(x, y, self.minibatch)
+
+    def unroll_losses(self, params: Params, state, batches: StepBatches, steps: int):
+        """``steps`` steps of every task (``params`` with a task axis) from ``state``, each on
+        ``batches.current()`` (advanced after every step): returns the objective after each step on the
+        next step's data ``[T, steps]``, differentiable w.r.t. the rule's parameters (the gradients
+        ``∇_t`` are constants), and the parameters and state reached."""
         losses, path = vmap(self.loss), []
         for _ in range(steps):
             point = {n: v.detach().requires_grad_(n in self.adapted_names) for n, v in params.items()}
             with torch.enable_grad():
-                objective = losses(point, x, y)
+                objective = losses(point, *batches.current())
                 grads = torch.autograd.grad(objective.sum(), [point[n] for n in self.adapted_names])
             params, state = self._advance(params, dict(zip(self.adapted_names, grads)), state, objective)
-            path.append(losses(params, x, y))
+            batches.advance()
+            path.append(losses(params, *batches.current()))
         return torch.stack(path, dim=1), params, state
 
     def meta_loss(self, batch):
         """The paper's ``Σ_t f(θ_t)`` over the whole horizon, averaged over steps and tasks (not
         truncated: for validation and for users; training truncates)."""
         params = self.initial_params(batch.support_x, batch.support_y)
-        losses, _, _ = self.unroll_losses(params, self._init_state(params), batch.support_x, batch.support_y,
-                                          self.inner_steps)
+        batches = self.step_batches(batch.support_x, batch.support_y)
+        losses, _, _ = self.unroll_losses(params, self._init_state(params), batches, self.inner_steps)
         return losses.mean(), {"query_loss": losses[:, -1].mean().item()}
 
     def validation_metrics(self, batch) -> dict[str, float]:
@@ -186,8 +233,9 @@ class LearnedOptimizer(GradientLearner):
         rule = type(self.update_rule).__name__
         start = "a fresh initialization per task" if self.fresh_init else "the model's fixed parameters"
         lr = "" if isinstance(self.update_rule, LSTMOptimizer) else f", step size {self.inner_lr}"
-        return (f"`{self.name_in_config or self.name}`: update rule {rule}{lr}, {self.inner_steps} steps "
-                f"from {start}, truncated unrolls of {self.unroll} steps")
+        data = f" on minibatches of {self.minibatch}" if self.minibatch else ""
+        return (f"`{self.name_in_config or self.name}`: update rule {rule}{lr}, {self.inner_steps} "
+                f"steps{data} from {start}, truncated unrolls of {self.unroll} steps")
 
     def outer_step(self, config, context, device):
         kind = torch.optim.SGD if config.train.optimizer == "sgd" else torch.optim.Adam
@@ -202,6 +250,11 @@ class LearnedOptimizer(GradientLearner):
             raise UserError(f"algorithm.unroll={config.algorithm.options.unroll} is longer than the "
                             f"optimization (algorithm.inner_steps={config.algorithm.options.inner_steps}); "
                             "make it at most inner_steps")
+        support = getattr(config.task.options, "support", None)
+        if support is not None and config.algorithm.options.minibatch > support:
+            raise UserError(f"algorithm.minibatch={config.algorithm.options.minibatch} is larger than the "
+                            f"task's support (task.support={support}); make it at most that, or 0 for the "
+                            "whole support")
 
 
 class TruncatedUnrollStep(GradientStep):
@@ -228,9 +281,10 @@ class TruncatedUnrollStep(GradientStep):
         batch = tasks.sample(self.meta_batch_size, generator).to(self.device)
         params = a.initial_params(batch.support_x, batch.support_y)
         state, done, total, last = a._init_state(params), 0, 0.0, float("nan")
+        batches = a.step_batches(batch.support_x, batch.support_y)
         while done < a.inner_steps:
             k = min(a.unroll, a.inner_steps - done)
-            losses, params, state = a.unroll_losses(params, state, batch.support_x, batch.support_y, k)
+            losses, params, state = a.unroll_losses(params, state, batches, k)
             objective = losses.sum(1).mean()
             self.optimizer.zero_grad(set_to_none=True)
             objective.backward()
@@ -254,20 +308,27 @@ class TruncatedUnrollStep(GradientStep):
 def optimize(algorithm: GradientLearner, rule: UpdateRule, batch, steps: int,
              trajectory: bool = False) -> torch.Tensor | tuple[torch.Tensor, list]:
     """Run ``rule`` for ``steps`` steps on every task of ``batch`` (``support_x [T, …]``) from the
-    algorithm's starting points; returns the objective (the support loss) before and after each step,
-    ``[T, steps + 1]`` (no graph), and with ``trajectory`` the parameters after each step too. The rule
-    steps all tasks at once on parameters with a task axis (only the model's forward is vmapped),
-    so the learned rule runs as in training. The hand-designed optimizers and the learned one are
-    compared with it."""
+    algorithm's starting points, each step's gradient on the algorithm's ``step_batches`` (the whole
+    support, or seeded minibatches of it); returns the objective on the whole support before and
+    after each step, ``[T, steps + 1]`` (no graph), and with ``trajectory`` the parameters after each
+    step too. The rule steps all tasks at once on parameters with a task axis (only the model's
+    forward is vmapped), so the learned rule runs as in training. The hand-designed optimizers and
+    the learned one are compared with it."""
     params = algorithm.initial_params(batch.support_x, batch.support_y)
     losses, names = vmap(algorithm.loss), algorithm.adapted_names
+    batches = algorithm.step_batches(batch.support_x, batch.support_y)
     state, path, points = rule.init({n: params[n] for n in names}), [], [params]
     for _ in range(steps):
         point = {n: v.detach().requires_grad_(n in names) for n, v in params.items()}
         with torch.enable_grad():
-            objective = losses(point, batch.support_x, batch.support_y)
+            objective = losses(point, *batches.current())
             grads = torch.autograd.grad(objective.sum(), [point[n] for n in names])
-        path.append(objective.detach())
+        if batches.size:
+            with torch.no_grad():
+                path.append(losses(point, batch.support_x, batch.support_y))
+        else:
+            path.append(objective.detach())
+        batches.advance()
         with torch.no_grad():
             moving = {n: point[n].detach() for n in names}
             if getattr(rule, "takes_loss", False):
