@@ -12,8 +12,8 @@ from metadapt.algorithms.rl import PEARL
 from metadapt.config import config_from_file
 from metadapt.envs.point_robot import PointRobot
 from metadapt.experience.replay import TaskReplay
-from metadapt.models.pearl_networks import (PEARLNetworks, kl_to_standard_normal, product_of_gaussians,
-                                            tanh_gaussian_log_prob)
+from metadapt.models.pearl_networks import (PEARLNetworks, kl_to_standard_normal, product_of_full_gaussians,
+                                            product_of_gaussians, sample_gaussian, tanh_gaussian_log_prob)
 from metadapt.training import load, train
 from metadapt.training.checkpoint import load_checkpoint
 
@@ -57,6 +57,69 @@ def test_kl_to_the_prior_equals_torch_distributions():
     expected = torch.distributions.kl_divergence(torch.distributions.Normal(mean, variance.sqrt()),
                                                  torch.distributions.Normal(0.0, 1.0)).sum(-1)
     assert torch.allclose(kl_to_standard_normal(mean, variance), expected)
+
+
+def test_full_factors_multiply_by_adding_precisions_and_reduce_to_the_diagonal_product():
+    g = torch.Generator().manual_seed(3)
+    mu = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)                  # 2 tasks, 4 factors, 3-d
+    var = torch.rand(2, 4, 3, generator=g, dtype=torch.float64) + 0.2
+    u = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
+    mean, covariance = product_of_full_gaussians(mu, var, u)
+    for t in range(2):   # by hand: Λ_n = diag(1/var_n) + u_n u_nᵀ, Σ = (Σ Λ_n)⁻¹, μ = Σ Σ Λ_n μ_n
+        precisions = [torch.diag(1 / var[t, n]) + torch.outer(u[t, n], u[t, n]) for n in range(4)]
+        expected_cov = torch.linalg.inv(sum(precisions))
+        expected_mean = expected_cov @ sum(p @ mu[t, n] for n, p in enumerate(precisions))
+        assert torch.allclose(covariance[t], expected_cov) and torch.allclose(mean[t], expected_mean)
+        # the product's log-density differs from the sum of the factors' by a constant
+        points = torch.randn(5, 3, generator=g, dtype=torch.float64)
+        product = torch.distributions.MultivariateNormal(mean[t], covariance[t]).log_prob(points)
+        factors = sum(torch.distributions.MultivariateNormal(mu[t, n], precision_matrix=p).log_prob(points)
+                      for n, p in enumerate(precisions))
+        assert torch.allclose(product - factors, (product - factors)[0].expand(5))
+    again = product_of_full_gaussians(mu.flip(1), var.flip(1), u.flip(1))       # permutation-invariant
+    assert torch.allclose(again[0], mean) and torch.allclose(again[1], covariance)
+    diagonal = product_of_full_gaussians(mu, var, torch.zeros_like(u))           # no rank-one terms
+    expected = product_of_gaussians(mu, var)
+    assert torch.allclose(diagonal[0], expected[0])
+    assert torch.allclose(diagonal[1], torch.diag_embed(expected[1]))
+
+
+def test_full_covariance_kl_and_sampling_equal_torch_distributions():
+    g = torch.Generator().manual_seed(4)
+    mean = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    a = torch.randn(3, 4, 4, generator=g, dtype=torch.float64)
+    covariance = a @ a.transpose(-1, -2) + 0.1 * torch.eye(4, dtype=torch.float64)
+    q = torch.distributions.MultivariateNormal(mean, covariance)
+    prior = torch.distributions.MultivariateNormal(torch.zeros(4, dtype=torch.float64),
+                                                   torch.eye(4, dtype=torch.float64))
+    expected = torch.distributions.kl_divergence(q, prior)
+    assert torch.allclose(kl_to_standard_normal(mean, covariance), expected)
+    noise = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    assert torch.allclose(sample_gaussian(mean, covariance, noise),
+                          mean + (q.scale_tril @ noise[..., None])[..., 0])
+    draws = sample_gaussian(mean[0].expand(200_000, 4), covariance[0].expand(200_000, 4, 4),
+                            torch.randn(200_000, 4, generator=g, dtype=torch.float64))
+    assert torch.allclose(torch.cov(draws.T), covariance[0], atol=0.05 * float(covariance[0].abs().max()))
+
+
+def test_the_full_encoder_gives_a_full_covariance_posterior_and_trains():
+    pearl = agent(encoder="full")
+    net = pearl.networks
+    g = torch.Generator().manual_seed(6)
+    context = net.context(*pearl.split(torch.randn(2, 5, 8, generator=g, dtype=torch.float64)))
+    mean, covariance = net.posterior(context)
+    out = net.encoder(context)
+    var = torch.nn.functional.softplus(out[..., 3:6])
+    expected = product_of_full_gaussians(out[..., :3], var, out[..., 6:])
+    assert covariance.shape == (2, 3, 3) and torch.allclose(covariance, expected[1])
+    assert torch.allclose(mean, expected[0])
+    off_diagonal = covariance.detach() * (1 - torch.eye(3, dtype=torch.float64))
+    assert float(off_diagonal.abs().max()) > 0
+    empty = net.posterior(context[:, :0])                                          # no context: the prior
+    assert torch.equal(empty[1], torch.ones(2, 3))
+    parts = pearl.losses(torch.randn(2, 6, 8, generator=g, dtype=torch.float64), context, g)
+    assert torch.allclose(parts["kl_divergence"], kl_to_standard_normal(mean, covariance).sum())
+    assert "full-covariance" in net.describe() and pearl.scratch(0).networks.encoder_kind == "full"
 
 
 def test_tanh_gaussian_log_prob_is_the_change_of_variables():
@@ -108,7 +171,7 @@ def test_sac_losses_equal_a_hand_computation():
     assert torch.allclose(actor["policy"], (log_pi - min_q).mean() + reg)
 
 
-@pytest.mark.parametrize("encoder", ["product", "recurrent"])
+@pytest.mark.parametrize("encoder", ["product", "full", "recurrent"])
 def test_the_encoder_learns_from_the_critic_and_the_kl_not_from_the_actor(encoder):
     pearl = agent(encoder=encoder)
     net = pearl.networks

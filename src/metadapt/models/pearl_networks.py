@@ -8,7 +8,15 @@ that infers a task variable ``z`` from transitions, and a soft actor-critic cond
 
       σ² = 1 / Σ_n σ_n⁻²,    μ = σ² Σ_n μ_n / σ²_n,
 
-  and the information bottleneck is ``KL(q_φ(z | c) ‖ N(0, I))`` (§4.1, eq. 3–4). The paper's
+  and the information bottleneck is ``KL(q_φ(z | c) ‖ N(0, I))`` (§4.1, eq. 3–4). With
+  ``encoder: full`` each factor's precision gains a rank-one term, ``Λ_n = diag(σ_n⁻²) + u_n u_nᵀ``
+  (our extension), so one transition can pin down a *direction* of ``z`` — a linear constraint
+  ``u_nᵀ z ≈ u_nᵀ μ_n`` — which diagonal factors can only express along the axes; the product is then
+
+      Σ = (Σ_n Λ_n)⁻¹,    μ = Σ Σ_n Λ_n μ_n,
+
+  a Gaussian with a full covariance (with ``z ⊇ (g, ‖g‖²)`` a distance ``r`` from a point ``s`` to a
+  goal ``g`` is such a constraint: ``r² − ‖s‖² = ‖g‖² − 2 sᵀg``). The paper's
   alternative, a **recurrent encoder** (``encoder: recurrent``, §4.2 and its Appendix), reads the
   transitions in order — an MLP embedding, a GRU, and ``(μ, σ²)`` from its last state — and so can
   combine evidence no product of Gaussians can (two distances to an unseen goal, a ring each).
@@ -53,10 +61,46 @@ def product_of_gaussians(mu: torch.Tensor, var: torch.Tensor) -> tuple[torch.Ten
     return variance * (mu / var).sum(-2), variance
 
 
+def product_of_full_gaussians(mu: torch.Tensor, var: torch.Tensor,
+                              direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised product of the factors ``N(mu_n, Λ_n⁻¹)``, ``Λ_n = diag(1 / var_n) + u_n u_nᵀ``
+    (``u_n = direction[..., n, :]``), over the factor axis ``-2``: ``(mean [..., L], covariance
+    [..., L, L])``. The algebra runs in float64 (precisions of many factors add up)."""
+    dtype = mu.dtype
+    mu, var, u = mu.double(), var.double().clamp(min=VARIANCE_FLOOR), direction.double()
+    diagonal = torch.reciprocal(var)
+    precision = torch.diag_embed(diagonal.sum(-2)) + torch.einsum("...ni,...nj->...ij", u, u)
+    information = (diagonal * mu).sum(-2) + torch.einsum("...ni,...n->...i", u, (u * mu).sum(-1))
+    covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+    mean = (covariance @ information[..., None])[..., 0]
+    return mean.to(dtype), covariance.to(dtype)
+
+
+def is_full(mean: torch.Tensor, variance: torch.Tensor) -> bool:
+    """Whether ``variance`` is a covariance matrix per ``mean`` (else the diagonal's entries)."""
+    return variance.dim() == mean.dim() + 1
+
+
+def sample_gaussian(mean: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """``mean + S ε`` with ``S Sᵀ`` the covariance: ``√variance ⊙ ε`` for a diagonal one, the Cholesky
+    factor for a full one (differentiable in both)."""
+    if not is_full(mean, variance):
+        return mean + variance.sqrt() * noise
+    scale = torch.linalg.cholesky(variance.double()).to(mean.dtype)
+    return mean + (scale @ noise[..., None])[..., 0]
+
+
 def kl_to_standard_normal(mean: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
-    """``KL(N(mean, diag variance) ‖ N(0, I))`` summed over the last axis:
-    ``½ Σ (variance + mean² − 1 − log variance)``."""
-    return 0.5 * (variance + mean ** 2 - 1 - variance.log()).sum(-1)
+    """``KL(N(mean, Σ) ‖ N(0, I))`` over the last axis: ``½ (tr Σ + ‖mean‖² − L − log det Σ)``, which
+    for a diagonal ``Σ = diag(variance)`` is ``½ Σ (variance + mean² − 1 − log variance)``; a full
+    ``Σ`` (``variance [..., L, L]``) goes through its Cholesky factor, in float64."""
+    if not is_full(mean, variance):
+        return 0.5 * (variance + mean ** 2 - 1 - variance.log()).sum(-1)
+    scale = torch.linalg.cholesky(variance.double())
+    log_det = 2 * torch.log(torch.diagonal(scale, dim1=-2, dim2=-1)).sum(-1)
+    trace = torch.diagonal(variance.double(), dim1=-2, dim2=-1).sum(-1)
+    kl = 0.5 * (trace + (mean.double() ** 2).sum(-1) - mean.shape[-1] - log_det)
+    return kl.to(mean.dtype)
 
 
 def tanh_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
@@ -79,10 +123,11 @@ class PEARLNetworksOptions:
                                  help="units of each of the encoder's three hidden layers (PEARL: 200)")
     next_observation: bool = option(True, help="the context holds the next state (s, a, r, s'), as the paper "
                                                "describes; oyster's default leaves it out")
-    encoder: str = option("product", choices=("product", "recurrent"),
+    encoder: str = option("product", choices=("product", "full", "recurrent"),
                           help="product: independent Gaussian factors per transition, multiplied (PEARL's "
-                               "default); recurrent: a GRU over the transitions in order (best with "
-                               "algorithm.context_episodes, which keeps them in order)")
+                               "default); full: the same with a rank-one term in each factor's precision "
+                               "(a full-covariance posterior); recurrent: a GRU over the transitions in "
+                               "order (best with algorithm.context_episodes, which keeps them in order)")
 
 
 class RecurrentEncoder(nn.Module):
@@ -122,7 +167,8 @@ class PEARLNetworks(nn.Module):
         if encoder == "recurrent":
             self.encoder = RecurrentEncoder(self.context_size, encoder_hidden, latent_size)
         else:
-            self.encoder = mlp([self.context_size, *[encoder_hidden] * 3, 2 * latent_size])
+            outputs = (3 if encoder == "full" else 2) * latent_size
+            self.encoder = mlp([self.context_size, *[encoder_hidden] * 3, outputs])
         s, a, z, h = observation_size, action_size, latent_size, hidden
         self.qf1, self.qf2 = mlp([s + a + z, h, h, h, 1]), mlp([s + a + z, h, h, h, 1])
         self.vf = mlp([s + z, h, h, h, 1])
@@ -145,7 +191,9 @@ class PEARLNetworks(nn.Module):
 
     def describe(self) -> str:
         recurrent = self.encoder_kind == "recurrent"
-        kind = "a recurrent context encoder (GRU of " if recurrent else "a context encoder ("
+        kind = {"recurrent": "a recurrent context encoder (GRU of ",
+                "full": "a context encoder with full-covariance factors ("}.get(self.encoder_kind,
+                                                                               "a context encoder (")
         size = f"{self.encoder_hidden}" + ("" if recurrent else "×3")
         return (f"PEARL's networks: {kind}{size}, z of {self.latent_size}), "
                 f"twin Q-functions, a value function with a target copy and a tanh-Gaussian policy "
@@ -158,15 +206,18 @@ class PEARLNetworks(nn.Module):
         return torch.cat(parts, -1)
 
     def posterior(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``q(z | c)`` for contexts ``[T, N, context_size]``: mean and variance ``[T, latent]``. An
-        empty context (``N = 0``) gives the prior ``N(0, I)``."""
+        """``q(z | c)`` for contexts ``[T, N, context_size]``: mean and variance ``[T, latent]`` (with
+        ``encoder: full``, the covariance ``[T, latent, latent]``). An empty context (``N = 0``) gives
+        the prior ``N(0, I)`` (its diagonal)."""
         if context.shape[-2] == 0:
             zeros = context.new_zeros(*context.shape[:-2], self.latent_size)
             return zeros, torch.ones_like(zeros)
         if self.encoder_kind == "recurrent":
             return self.encoder(context)
-        out = self.encoder(context)
-        mu, var = out[..., :self.latent_size], nn.functional.softplus(out[..., self.latent_size:])
+        out, n = self.encoder(context), self.latent_size
+        mu, var = out[..., :n], nn.functional.softplus(out[..., n:2 * n])
+        if self.encoder_kind == "full":
+            return product_of_full_gaussians(mu, var, out[..., 2 * n:])
         return product_of_gaussians(mu, var)
 
     # ----- the actor-critic ----------------------------------------------------------------------------

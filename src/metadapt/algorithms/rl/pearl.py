@@ -31,7 +31,7 @@ from metadapt.algorithms.base import Algorithm
 from metadapt.algorithms.rl.checks import check_rl_recipe, continuous_probe
 from metadapt.errors import UserError
 from metadapt.experience import Trajectories, rollout
-from metadapt.models.pearl_networks import PEARLNetworks, kl_to_standard_normal
+from metadapt.models.pearl_networks import PEARLNetworks, kl_to_standard_normal, sample_gaussian
 from metadapt.options import option
 from metadapt.registry import register
 
@@ -160,9 +160,10 @@ class PEARL(Algorithm):
 
     def sample_z(self, mean: torch.Tensor, variance: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
-        """``z = mean + √variance · ε``, ``ε`` from ``generator`` (differentiable in mean and variance)."""
+        """``z = mean + √variance · ε`` (for a full covariance, its Cholesky factor times ``ε``), ``ε``
+        from ``generator`` (differentiable in mean and variance)."""
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
-        return mean + variance.sqrt() * noise
+        return sample_gaussian(mean, variance, noise)
 
     # ----- acting -------------------------------------------------------------------------------------
     def actor(self, z: torch.Tensor, generator: torch.Generator | None):
