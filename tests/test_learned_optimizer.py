@@ -352,3 +352,13 @@ def test_adaptation_equals_the_generic_vmapped_inner_loop():
         torch.testing.assert_close(ours.trajectory[k]["x"], generic.trajectory[k]["x"])
         torch.testing.assert_close(ours.predict(batch.query_x, step=k),
                                    generic.predict(batch.query_x, step=k))
+
+
+def test_a_minibatch_larger_than_the_support_is_refused_before_the_run_exists(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    run = tmp_path / "run"
+    recipe = str(ROOT / "configs/digits/learned-optimizer-minibatch.yaml")
+    assert main(["train", recipe, "algorithm.minibatch=300", "--run-dir", str(run)]) == 2
+    error = capsys.readouterr().err
+    assert "algorithm.minibatch=300 is larger than the task's support (task.support=256)" in error
+    assert not run.exists()
