@@ -362,3 +362,12 @@ def test_success_is_coming_within_the_goal_radius_at_any_step_and_the_report_cou
     results = {"steps": 1, "unit": "episodes", "methods": {
         "pearl": {"curve": [0.1, 0.5], "curve_ci95": [0.0, 0.1], "success": [0.25, 0.875]}}}
     assert "| pearl: reached the goal | 25.0% | 87.5% |" in rl_table(results)
+
+
+def test_a_covariance_that_is_not_positive_definite_gives_nan_not_an_exception():
+    mean = torch.zeros(2, 2, dtype=torch.float64)
+    covariance = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 2.0], [2.0, 1.0]]], dtype=torch.float64)
+    kl = kl_to_standard_normal(mean, covariance)
+    assert torch.isfinite(kl[0]) and torch.isnan(kl[1])                 # the trainer's on_nonfinite decides
+    z = sample_gaussian(mean, covariance, torch.ones(2, 2, dtype=torch.float64))
+    assert torch.equal(z[0], torch.ones(2, dtype=torch.float64)) and torch.isnan(z[1]).all()

@@ -61,6 +61,13 @@ def product_of_gaussians(mu: torch.Tensor, var: torch.Tensor) -> tuple[torch.Ten
     return variance * (mu / var).sum(-2), variance
 
 
+def _cholesky(matrix: torch.Tensor) -> torch.Tensor:
+    """The lower Cholesky factor; NaN (for the trainer's non-finite policy) where ``matrix`` is not
+    positive definite, instead of an exception mid-run."""
+    factor, info = torch.linalg.cholesky_ex(matrix)
+    return torch.where((info > 0)[..., None, None], torch.full_like(factor, float("nan")), factor)
+
+
 def product_of_full_gaussians(mu: torch.Tensor, var: torch.Tensor,
                               direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The normalised product of the factors ``N(mu_n, Λ_n⁻¹)``, ``Λ_n = diag(1 / var_n) + u_n u_nᵀ``
@@ -71,7 +78,7 @@ def product_of_full_gaussians(mu: torch.Tensor, var: torch.Tensor,
     diagonal = torch.reciprocal(var)
     precision = torch.diag_embed(diagonal.sum(-2)) + torch.einsum("...ni,...nj->...ij", u, u)
     information = (diagonal * mu).sum(-2) + torch.einsum("...ni,...n->...i", u, (u * mu).sum(-1))
-    covariance = torch.cholesky_inverse(torch.linalg.cholesky(precision))
+    covariance = torch.cholesky_inverse(_cholesky(precision))
     mean = (covariance @ information[..., None])[..., 0]
     return mean.to(dtype), covariance.to(dtype)
 
@@ -86,7 +93,7 @@ def sample_gaussian(mean: torch.Tensor, variance: torch.Tensor, noise: torch.Ten
     factor for a full one (differentiable in both)."""
     if not is_full(mean, variance):
         return mean + variance.sqrt() * noise
-    scale = torch.linalg.cholesky(variance.double()).to(mean.dtype)
+    scale = _cholesky(variance.double()).to(mean.dtype)
     return mean + (scale @ noise[..., None])[..., 0]
 
 
@@ -96,7 +103,7 @@ def kl_to_standard_normal(mean: torch.Tensor, variance: torch.Tensor) -> torch.T
     ``Σ`` (``variance [..., L, L]``) goes through its Cholesky factor, in float64."""
     if not is_full(mean, variance):
         return 0.5 * (variance + mean ** 2 - 1 - variance.log()).sum(-1)
-    scale = torch.linalg.cholesky(variance.double())
+    scale = _cholesky(variance.double())
     log_det = 2 * torch.log(torch.diagonal(scale, dim1=-2, dim2=-1)).sum(-1)
     trace = torch.diagonal(variance.double(), dim1=-2, dim2=-1).sum(-1)
     kl = 0.5 * (trace + (mean.double() ** 2).sum(-1) - mean.shape[-1] - log_det)
