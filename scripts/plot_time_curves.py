@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from metadapt.evaluation.plots import training_curve
+from metadapt.files import atomic_write_bytes
 
 
 def read_curve(run: Path, metric: str) -> list[tuple[float, float]]:
@@ -69,13 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    atomic_write_bytes(Path(args.out), lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
-    tmp.replace(out)
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
     return 0
 
 
