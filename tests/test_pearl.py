@@ -313,6 +313,23 @@ def test_context_of_whole_episodes_is_what_the_posterior_sees_at_test_time(tmp_p
         assert why in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
+def test_context_episodes_share_mixes_whole_episodes_with_drawn_transitions(tmp_path):
+    from metadapt.training.pearl_step import PEARLStep
+
+    config = config_from_file(RECIPE, [*TINY, "algorithm.context_episodes=2",
+                                       "algorithm.context_episodes_share=0.5", "train.iterations=2"])
+    train(config, tmp_path / "run", progress=False)
+    run = load(tmp_path / "run")
+    step = PEARLStep(run.algorithm, type("Ctx", (), {"world_size": 1})(), 4, torch.device("cpu"))
+    step.tasks = run.family.sample(6, torch.Generator().manual_seed(0))
+    step.encoder.add(torch.arange(6), torch.arange(6 * 40.0).reshape(6, 40, 1).expand(6, 40, 8))
+    g = torch.Generator().manual_seed(3)
+    sizes = [step.context_rows(torch.tensor([0, 5]), g).shape[1] for _ in range(400)]
+    assert set(sizes) == {8, 20, 40}                    # context_size = 8 drawn rows, or 1 or 2 episodes
+    drawn = sizes.count(8) / len(sizes)
+    assert 0.42 < drawn < 0.58                          # half the steps, ±4 standard deviations
+
+
 def test_pearl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
     from metadapt.cli import main
 

@@ -153,9 +153,13 @@ class PEARLStep(OuterStep):
 
     def context_rows(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The encoder's context for one gradient step: ``context_size`` transitions of each task, or, with
-        ``context_episodes = k``, the whole transitions of ``j`` episodes, ``j`` uniform in 1 … k."""
+        ``context_episodes = k``, the whole transitions of ``j`` episodes, ``j`` uniform in 1 … k (on a
+        ``context_episodes_share`` of the steps; ``context_size`` transitions on the others)."""
         o = self.algorithm.options
-        if not o.context_episodes:
+        whole = bool(o.context_episodes)
+        if whole and o.context_episodes_share < 1:
+            whole = float(torch.rand((), generator=generator)) < o.context_episodes_share
+        if not whole:
             return self.encoder.sample(index, o.context_size, generator)
         episodes = int(torch.randint(1, o.context_episodes + 1, (), generator=generator))
         return self.encoder.sample_episodes(index, episodes, self.tasks.horizon, generator)

@@ -63,6 +63,10 @@ class PEARLOptions:
                                         "drawn from the task's encoder buffer (PEARL); k > 0: the whole "
                                         "transitions of j episodes, j drawn uniformly from 1 … k per step, "
                                         "which is what the posterior sees at test time after j episodes")
+    context_episodes_share: float = option(1.0, low=0, high=1,
+                                           help="with context_episodes: the share of gradient steps whose "
+                                                "context is whole episodes; the others draw context_size "
+                                                "transitions as PEARL does (1: every step)")
     gamma: float = option(0.99, low=0, high=1, help="discount (sparse point robot: 0.9)")
     tau: float = option(0.005, positive=True, high=1, help="Polyak rate of the target value network")
     reward_scale: float = option(5.0, positive=True,
