@@ -36,7 +36,8 @@ SEED, VAL_TASKS = 0, 100
 #: method: (recipe, the validation key of its adapted return, overrides for a CPU run)
 METHODS = {
     "pearl": ("pearl-point-robot.yaml", "return",
-              ["model.encoder=full", "model.hidden=64", "model.encoder_hidden=64", "algorithm.batch_size=64",
+              ["model.encoder=full", "algorithm.context_episodes=2", "algorithm.context_episodes_share=0.5",
+               "model.hidden=64", "model.encoder_hidden=64", "algorithm.batch_size=64",
                "train.meta_batch_size=8", "algorithm.gradient_steps=500", "train.iterations=100000",
                "train.val_every=5"]),
     "rl2": ("rl2-point-robot.yaml", "return_last", ["train.val_every=10"]),
