@@ -36,15 +36,16 @@ def goal_posterior_mean(next_positions: torch.Tensor, rewards: torch.Tensor, noi
     return torch.stack(means)
 
 
-def full_speed_return(starts: torch.Tensor, targets: torch.Tensor, goals: torch.Tensor, horizon: int,
-                      max_speed: float) -> torch.Tensor:
-    """``[T]`` dense return of moving from ``starts`` toward ``targets`` at full speed (each coordinate's
-    step clipped, as the point robot's actions are), scored against the true ``goals``."""
-    x, total = starts.double(), torch.zeros(len(starts), dtype=torch.float64)
-    for _ in range(horizon):
-        x = x + max_speed * ((targets.double() - x) / max_speed).clamp(-1, 1)
-        total -= (x - goals.double()).norm(dim=-1)
-    return total
+def full_speed_return(env, starts: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``[T]`` return in ``env`` (its dynamics and dense reward) of moving from ``starts [T, 2]`` toward
+    ``targets [T, 2]`` at full speed, each coordinate's step clipped as the point robot's actions are."""
+    state = {"x": starts.to(env.goals)[:, None, :]}
+    toward = targets.to(env.goals)[:, None, :]
+    total = torch.zeros(len(starts), 1, dtype=env.goals.dtype, device=env.device)
+    for _ in range(env.horizon):
+        state, _, reward, _ = env.step(state, (toward - state["x"]) / env.max_speed, None)
+        total += reward
+    return total[:, 0]
 
 
 def random_return(env, generator: torch.Generator, copies: int = 100) -> torch.Tensor:
@@ -97,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.tasks} goals; scored from random actions ({random:.2f}, 0%) to the oracle ({oracle:.2f}, "
           "100%)")
     print(f"  the run's posterior: {float(agent):.2f} ({scale(agent):.1f}%)")
-    same = full_speed_return(starts, goals, goals, env.horizon, env.max_speed).mean()
+    same = full_speed_return(env, starts, goals).mean()
     print(f"  the oracle from the same starts: {float(same):.2f} ({scale(same):.1f}%)")
     for noise in args.noise:
         target = goal_posterior_mean(positions, rewards, noise)
-        value = full_speed_return(starts, target, goals, env.horizon, env.max_speed).mean()
+        value = full_speed_return(env, starts, target).mean()
         print(f"  exact inference, reward noise {noise:g}: {float(value):.2f} ({scale(value):.1f}%)")
     return 0
 

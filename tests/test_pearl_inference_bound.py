@@ -33,7 +33,7 @@ def test_full_speed_return_is_the_point_robots_oracle():
     goals = torch.tensor([[0.5, -0.2], [-0.9, 0.9]], dtype=torch.float64)
     env = PointRobot(horizon=20, goals=goals, random_start=False)
     starts = torch.zeros(2, 2, dtype=torch.float64)
-    assert torch.allclose(bound.full_speed_return(starts, goals, goals, 20, 0.1), env.oracle_return())
+    assert torch.allclose(bound.full_speed_return(env, starts, goals), env.oracle_return())
     random = bound.random_return(env, torch.Generator().manual_seed(0))
     assert bool((random < env.oracle_return()).all())
 
