@@ -47,7 +47,8 @@ def test_a_batched_step_is_mujocos_own_stepping_and_the_observation_is_pearls():
     assert not bool(done.any())
 
 
-def test_the_dynamics_and_velocity_are_gymnasiums_halfcheetah_v5():
+def test_the_dynamics_and_velocity_are_gymnasiums_halfcheetah_v5(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MuJoCo writes MUJOCO_LOG.TXT where it runs: the XML's settotalmass warns
     reference = gymnasium.make("HalfCheetah-v5").unwrapped
     reference.reset(seed=0)
     family = HalfCheetahDirFamily(HalfCheetahDirFamily.Options(observation="gymnasium"))
