@@ -233,6 +233,23 @@ def test_exploration_acts_with_the_prior_first_then_the_posterior_of_what_it_saw
     assert not torch.allclose(sampled.actions, mean_action.actions)           # test_deterministic=false
 
 
+@pytest.mark.parametrize("options, sampled", [({}, [False] * 4),
+                                               ({"sample_exploration": True}, [True, True, False, False]),
+                                               ({"sample_exploration": True, "test_deterministic": False},
+                                                [True] * 4)])
+def test_sample_exploration_samples_actions_in_the_prior_episodes_only(options, sampled, monkeypatch):
+    pearl = agent(exploration_episodes=2, **options)
+    env = PointRobot(horizon=5, goals=torch.tensor([[0.5, 0.5], [-0.5, 0.2]], dtype=torch.float64))
+    seen, actor = [], pearl.actor
+    record = lambda z, generator: seen.append(generator is not None) or actor(z, generator)  # noqa: E731
+    monkeypatch.setattr(pearl, "actor", record)
+    trajs = pearl.explore(env, 4, torch.Generator().manual_seed(0))[1]
+    assert seen == sampled
+    if options == {"sample_exploration": True}:   # the prior episodes' actions are draws, not the mean
+        plain = agent(exploration_episodes=2).explore(env, 1, torch.Generator().manual_seed(0))[1][0]
+        assert not torch.allclose(plain.actions, trajs[0].actions)
+
+
 def test_a_sparse_context_reads_the_sparse_reward_while_sac_keeps_the_dense_one():
     pearl = agent(sparse_context=True)
     goals = torch.tensor([[1.0, 0.0], [0.0, 0.15]], dtype=torch.float64)

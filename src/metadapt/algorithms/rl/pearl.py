@@ -93,6 +93,10 @@ class PEARLOptions:
     test_deterministic: bool = option(True, help="test trials act with the policy's mean action (oyster's "
                                                  "eval_deterministic); false: they sample actions, as "
                                                  "training collection does")
+    sample_exploration: bool = option(False,
+                                      help="test trials' exploration episodes (z from the prior) sample "
+                                           "actions, as training collection does, and the later ones follow "
+                                           "test_deterministic; false: every episode follows it (oyster)")
 
 
 @register("algorithm", "pearl")
@@ -212,7 +216,8 @@ class PEARL(Algorithm):
             else:
                 mean, variance = self.networks.posterior(context)
             z = self.sample_z(mean, variance, generator)[:, None, :]
-            traj, _ = rollout(env, self.actor(z, None if deterministic else generator), 1, 1, generator)
+            sampled = not deterministic or (k < first and self.options.sample_exploration)
+            traj, _ = rollout(env, self.actor(z, generator if sampled else None), 1, 1, generator)
             rows = self.transitions(traj, env)
             context = torch.cat([context, self.context_of(rows)], 1)
             returns.append(rows[..., -1].sum(-1) if self.options.sparse_context
