@@ -199,7 +199,9 @@ class PEARL(Algorithm):
                 exploration_episodes: int | None = None) -> tuple[torch.Tensor, list[Trajectories], list]:
         """Posterior sampling in every task of ``env`` (§4.3): episode ``k`` acts with ``z`` drawn from
         the prior while ``k < exploration_episodes``, then from the posterior of the context of all
-        earlier episodes; returns ``[T, episodes]`` returns (of the sparse reward with
+        earlier episodes; it acts with the policy's mean action when ``deterministic``
+        (``test_deterministic``) but samples in the prior episodes with ``sample_exploration``; returns
+        ``[T, episodes]`` returns (of the sparse reward with
         ``sparse_context``), each episode's trajectories and the ``(mean, variance)`` of ``z`` each
         episode acted with."""
         first = self.options.exploration_episodes if exploration_episodes is None else exploration_episodes
