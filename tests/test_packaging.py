@@ -2,6 +2,7 @@
 environment runs: `metadapt --version` and a short training command."""
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -39,10 +40,16 @@ def test_wheel_and_sdist_carry_the_version_the_license_and_the_type_marker(dist)
 def test_the_wheel_installs_and_runs_in_a_fresh_environment(dist, tmp_path):
     (wheel,) = dist.glob("metadapt-*.whl")
     env = tmp_path / "venv"
-    # the fresh environment sees this one's torch etc. (no network), but metadapt only from the wheel
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env)], check=True,
-                   timeout=300)
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True, timeout=300)
     python = env / "bin" / "python"
+    # the fresh environment sees this one's torch etc. (no network), but metadapt only from the wheel:
+    # a .pth appends this interpreter's site-packages (a virtual environment's too, which
+    # --system-site-packages would miss) after the fresh one's; the .pth files in them, an editable
+    # install's among them, are not read
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+    parent = dict.fromkeys(sysconfig.get_path(k) for k in ("purelib", "platlib"))
+    Path(own, "parent_environment.pth").write_text("".join(f"{p}\n" for p in parent))
     install = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall",
                               str(wheel)], capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr[-2000:]
