@@ -27,6 +27,7 @@ from metadapt.progress import track
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 TUNING_SEED_OFFSET = 77_777  # tuning tasks: never the test tasks
 #: the RL² authors' grids (their evaluate_bandits.py): c and ε over 0, 0.1, …, 1
@@ -174,6 +175,7 @@ def plot_sample_efficiency(rows: list[dict], oracle: float | None, path: Path, t
             ax.axhline(oracle, color="k", ls="--", lw=1, label="oracle")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+    axes[0].xaxis.set_major_formatter(EngFormatter(sep=""))   # 200k, 1.5M: no overlap
     axes[0].set_ylabel("return")
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
