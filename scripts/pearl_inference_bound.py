@@ -37,15 +37,9 @@ def goal_posterior_mean(next_positions: torch.Tensor, rewards: torch.Tensor, noi
 
 
 def full_speed_return(env, starts: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``[T]`` return in ``env`` (its dynamics and dense reward) of moving from ``starts [T, 2]`` toward
-    ``targets [T, 2]`` at full speed, each coordinate's step clipped as the point robot's actions are."""
+    """``[T]`` return in ``env`` of moving from ``starts [T, 2]`` toward ``targets [T, 2]`` at full speed."""
     state = {"x": starts.to(env.goals)[:, None, :]}
-    toward = targets.to(env.goals)[:, None, :]
-    total = torch.zeros(len(starts), 1, dtype=env.goals.dtype, device=env.device)
-    for _ in range(env.horizon):
-        state, _, reward, _ = env.step(state, (toward - state["x"]) / env.max_speed, None)
-        total += reward
-    return total[:, 0]
+    return env.full_speed_return(state, targets.to(env.goals)[:, None, :])[:, 0]
 
 
 def random_return(env, generator: torch.Generator, copies: int = 100) -> torch.Tensor:

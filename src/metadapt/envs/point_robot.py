@@ -97,12 +97,16 @@ class PointRobot(EnvBatch):
         as actions are), averaged over ``ORACLE_STARTS`` starts from a fixed stream."""
         copies = ORACLE_STARTS if self.random_start else 1
         state, _ = self.reset(copies, torch.Generator().manual_seed(ORACLE_SEED))
-        total = torch.zeros(self.num_tasks, copies, dtype=self.goals.dtype, device=self.device)
+        return self.full_speed_return(state, self.goals[:, None, :]).mean(1)
+
+    def full_speed_return(self, state: dict, targets: torch.Tensor) -> torch.Tensor:
+        """``[T, C]`` return of an episode from ``state`` moving toward ``targets [T, C, 2]`` at full
+        speed (each coordinate's step clipped as actions are), scored by this env's reward."""
+        total = torch.zeros(state["x"].shape[:2], dtype=self.goals.dtype, device=self.device)
         for _ in range(self.horizon):
-            toward = (self.goals[:, None, :] - state["x"]) / self.max_speed
-            state, _, reward, _ = self.step(state, toward, None)
+            state, _, reward, _ = self.step(state, (targets - state["x"]) / self.max_speed, None)
             total += reward
-        return total.mean(1)
+        return total
 
 
 @dataclass
