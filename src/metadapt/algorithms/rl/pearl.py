@@ -305,6 +305,8 @@ class PEARL(Algorithm):
         return (f"`{self.name_in_config or self.name}`: soft actor-critic on a task variable z inferred by a "
                 f"permutation-invariant encoder (KL weight {o.kl_lambda}, reward scale {o.reward_scale}, "
                 f"γ {o.gamma}); {o.train_tasks} training tasks, {o.gradient_steps} gradient steps per "
-                f"iteration on {o.batch_size} transitions and {o.context_size} context transitions per task; "
-                f"test trials "
-                f"of {o.eval_episodes} episodes, the first {o.exploration_episodes} with z from the prior")
+                f"iteration on {o.batch_size} transitions and {o.context_size} context transitions per task"
+                + (f" (on {o.context_episodes_share:.0%} of the steps the whole transitions of 1 … "
+                   f"{o.context_episodes} episodes instead)" if o.context_episodes else "")
+                + f"; test trials of {o.eval_episodes} episodes, the first {o.exploration_episodes} with z "
+                f"from the prior" + (", sampling actions" if o.sample_exploration else ""))
