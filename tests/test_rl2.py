@@ -130,7 +130,8 @@ def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path,
     assert (tmp_path / "run" / "plots" / "trial_curves.png").is_file()
 
 
-def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["algorithm.anneal_lr=true"]], ids=["constant-lr", "annealed-lr"])
+def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, extra):
     import os
     import signal
     import subprocess
@@ -142,7 +143,7 @@ def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path):
     from metadapt.config import config_from_file
 
     recipe = str(Path(__file__).parent.parent / "configs/rl/rl2-bandits-n10-k5.yaml")
-    settings = SMALL + ["train.iterations=40", "train.threads=1"]
+    settings = SMALL + ["train.iterations=40", "train.threads=1", *extra]
     train(config_from_file(recipe, settings), tmp_path / "reference", progress=False)
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "metadapt", "train", recipe, *settings, "--run-dir", str(run_dir),
@@ -219,3 +220,14 @@ def build_algorithm_for(overrides):
     from metadapt.build import build_algorithm
 
     return build_algorithm(build_config(None, overrides))
+
+
+def test_anneal_lr_lowers_the_rate_linearly_to_zero_and_fixes_the_schedule_length(tmp_path):
+    config = small(20, "algorithm.anneal_lr=true", "train.log_every=1", "train.meta_lr=0.002")
+    train(config, tmp_path / "run", progress=False)
+    rows = [r for r in load(tmp_path / "run").metrics() if r["split"] == "train"]
+    assert [r["step"] for r in rows] == list(range(1, 21))
+    assert [r["meta_lr"] for r in rows] == pytest.approx([0.002 * (1 - i / 20) for i in range(20)])
+    with pytest.raises(UserError, match="train.iterations"):
+        train(small(30, "algorithm.anneal_lr=true", "train.log_every=1", "train.meta_lr=0.002"),
+              tmp_path / "run", resume=True, progress=False)

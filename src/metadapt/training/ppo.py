@@ -81,19 +81,24 @@ class OptimizerStep(OuterStep):
 
 
 class PPOStep(OptimizerStep):
-    """The outer step of RL² (see the module docstring); its state is the optimizer's."""
+    """The outer step of RL² (see the module docstring); its state is the optimizer's and the number of
+    meta-updates so far, which sets the learning rate ``lr_at(iteration)`` when a schedule is given."""
 
     def __init__(self, algorithm, optimizer: torch.optim.Optimizer, context, tasks_per_step: int,
                  device: torch.device, epochs: int, minibatches: int, clip: float, value_coef: float,
-                 entropy_coef: float, max_grad_norm: float):
+                 entropy_coef: float, max_grad_norm: float, lr_at=None):
         self.algorithm, self.optimizer, self.device, self.context = algorithm, optimizer, device, context
         self.tasks_per_step, self.epochs, self.minibatches = tasks_per_step, epochs, minibatches
         self.clip, self.value_coef, self.entropy_coef = clip, value_coef, entropy_coef
-        self.max_grad_norm = max_grad_norm
+        self.max_grad_norm, self.lr_at, self.iteration = max_grad_norm, lr_at, 0
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
 
     def step(self, tasks, generator) -> StepResult:
         self._remember()
+        if self.lr_at is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(self.iteration)
+        self.iteration += 1  # also when the step is discarded, so a schedule never repeats a rate
         env, share, generator = self._draw(tasks, generator)
         batch = self.algorithm.experience(env, generator)
         trials = batch["actions"].shape[0]
@@ -128,8 +133,17 @@ class PPOStep(OptimizerStep):
         metrics = {k: v / max(updates, 1) for k, v in totals.items()}
         metrics.update(batch["metrics"])
         metrics["query_loss"] = -batch["metrics"]["return"]
+        if self.lr_at is not None:
+            metrics["meta_lr"] = self.optimizer.param_groups[0]["lr"]
         metrics = shared_metrics(metrics, share)
         return StepResult(metrics["query_loss"], metrics, finite)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "iteration": self.iteration}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state.get("iteration", 0))
 
 
 

@@ -44,6 +44,8 @@ class RL2Options:
                                  help="rewards are multiplied by this for learning (values, advantages); "
                                       "returns of ~100 need ~0.1, or the value loss swamps the clipped "
                                       "gradient")
+    anneal_lr: bool = option(False, help="lower the meta learning rate linearly from train.meta_lr to 0 over "
+                                         "train.iterations, one step per meta-update (CleanRL's anneal_lr)")
 
 
 @register("algorithm", "rl2")
@@ -57,14 +59,14 @@ class RL2(Algorithm):
     def __init__(self, policy: nn.Module, episodes: int = 1, trials: int = 1, gamma: float = 0.99,
                  gae_lambda: float = 0.3, epochs: int = 4, minibatches: int = 4, clip: float = 0.2,
                  value_coef: float = 0.5, entropy_coef: float = 0.01, max_grad_norm: float = 0.5,
-                 reward_scale: float = 1.0):
+                 reward_scale: float = 1.0, anneal_lr: bool = False):
         super().__init__()
         self.policy = policy
         self.episodes, self.trials = episodes, trials
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.epochs, self.minibatches, self.clip = epochs, minibatches, clip
         self.value_coef, self.entropy_coef, self.max_grad_norm = value_coef, entropy_coef, max_grad_norm
-        self.reward_scale = reward_scale
+        self.reward_scale, self.anneal_lr = reward_scale, anneal_lr
 
     @classmethod
     def from_config(cls, options, parts) -> RL2:
@@ -171,9 +173,16 @@ class RL2(Algorithm):
         from metadapt.training.ppo import PPOStep
         from metadapt.training.steps import build_optimizer
 
+        base, iterations = config.train.meta_lr, config.train.iterations
+        lr_at = (lambda iteration: base * max(0.0, 1 - iteration / iterations)) if self.anneal_lr else None
         return PPOStep(self, build_optimizer(config, self), context, config.train.meta_batch_size, device,
                        self.epochs, self.minibatches, self.clip, self.value_coef, self.entropy_coef,
-                       self.max_grad_norm)
+                       self.max_grad_norm, lr_at=lr_at)
+
+    @classmethod
+    def resume_fixed(cls, config) -> tuple[str, ...]:
+        """The annealed rate reaches 0 at ``train.iterations``: extending a run would change its rates."""
+        return ("train.iterations",) if config.algorithm.anneal_lr else ()
 
     @torch.no_grad()
     def validation_metrics(self, env) -> dict[str, float]:
