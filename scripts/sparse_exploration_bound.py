@@ -1,6 +1,6 @@
 """How often any agent can find the sparse point robot's goal, given the paths it explores with.
 
-    python scripts/sparse_exploration_bound.py [--tasks 1000] [--episodes 7] [--prior-episodes 5]
+    python scripts/sparse_exploration_bound.py [--tasks 1000] [--episodes 7] [--prior-episodes 5] [--plot PNG]
 
 The sparse point robot (PEARL, Rakelly et al. 2019) hides its goal ``g = (cos φ, sin φ)``,
 ``φ ~ U[0, π]``, and pays only within 0.2 of it; episodes start at the origin. Each strategy below
@@ -18,13 +18,15 @@ passed near, a reward pins the goal down.
 * sweeps: each episode meets the arc just past the lowest angle still possible and follows it
   counter-clockwise at full speed for the rest of its steps — until a reward pins the goal.
 
-Prints, for each strategy, the share of trials whose k-th episode comes within the goal radius.
+Prints, for each strategy, the share of trials whose k-th episode comes within the goal radius
+(``--plot``: also draws it against k).
 """
 from __future__ import annotations
 
 import argparse
 import math
 import sys
+from pathlib import Path
 
 import torch
 
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prior-episodes", type=int, default=5,
                         help="episodes before the posterior in PEARL's protocol (its test: 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, help="also draw the shares against the episode into this PNG")
     args = parser.parse_args(argv)
     if not (1 <= args.tasks <= 100_000 and 1 <= args.episodes <= 100 and 1 <= args.prior_episodes):
         print("sparse_exploration_bound.py: error: --tasks must be 1 … 100,000, --episodes 1 … 100 and "
@@ -176,12 +179,39 @@ def main(argv: list[str] | None = None) -> int:
           "exact inference:")
     print("  " + " " * 58 + "".join(f"{k:>7}" for k in range(1, args.episodes + 1)))
     explorer = Explorer(env)
+    curves = {}
     for name, strategy, prior in strategies:
         generator = torch.Generator().manual_seed(args.seed + 1)
         success = play(env, explorer, strategy, args.episodes, prior, generator)
-        rates = 100 * success.double().mean(0)
-        print(f"  {name:<58}" + "".join(f"{float(r):6.1f}%" for r in rates))
+        curves[name] = [float(r) for r in 100 * success.double().mean(0)]
+        print(f"  {name:<58}" + "".join(f"{r:6.1f}%" for r in curves[name]))
+    if args.plot:
+        plot(curves, args.prior_episodes, args.tasks, args.plot)
+        print(f"figure: {args.plot}")
     return 0
+
+
+def plot(curves: dict[str, list[float]], prior_episodes: int, tasks: int, path: Path) -> None:
+    """Success per episode of each strategy, PEARL's prior episodes shaded, the issue's 80% dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metadapt.files import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    episodes = range(1, len(next(iter(curves.values()))) + 1)
+    ax.axvspan(0.5, prior_episodes + 0.5, color="0.93", label="PEARL's prior episodes")
+    ax.axhline(80, color="0.4", linestyle="--", linewidth=1, label="80%")
+    for (name, rates), marker in zip(curves.items(), "osD^v"):
+        ax.plot(episodes, rates, marker=marker, label=name)
+    ax.set(xlabel="episode of the trial", ylabel="trials within the goal radius (%)", ylim=(0, 102),
+           xlim=(0.5, len(episodes) + 0.5), xticks=list(episodes),
+           title=f"Sparse point robot, exact inference, {tasks:,} goals")
+    ax.legend(fontsize=8, loc="lower right")
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
 
 
 if __name__ == "__main__":
