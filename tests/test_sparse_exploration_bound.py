@@ -62,3 +62,10 @@ def test_once_paid_the_best_straight_path_pays_again_and_a_sweep_finds_more():
 def test_bad_arguments_get_one_line_and_exit_2():
     done = subprocess.run([sys.executable, str(SCRIPT), "--tasks", "0"], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--tasks" in done.stderr
+
+
+def test_plot_writes_the_figure(tmp_path, capsys):
+    assert bound.main(["--tasks", "20", "--episodes", "2", "--prior-episodes", "1",
+                       "--plot", str(tmp_path / "bound.png")]) == 0
+    assert (tmp_path / "bound.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "figure:" in capsys.readouterr().out
