@@ -44,13 +44,8 @@ def arc_point(angle: torch.Tensor) -> torch.Tensor:
 def straight_path(env, angle: torch.Tensor) -> torch.Tensor:
     """``[T, H, 2]`` positions of moving from the origin toward the arc point at ``angle [T]`` at full
     speed (each coordinate's step clipped as the robot's actions are)."""
-    target = arc_point(angle)[:, None, :]
     state, _ = env.reset(1, None)
-    positions = []
-    for _ in range(env.horizon):
-        state, x, _, _ = env.step(state, (target - state["x"]) / env.max_speed, None)
-        positions.append(x[:, 0])
-    return torch.stack(positions, 1)
+    return env.full_speed_path(state, arc_point(angle)[:, None, :])[0][:, 0]
 
 
 def sweep_path(env, angle: torch.Tensor) -> torch.Tensor:
@@ -150,6 +145,15 @@ def play(env, explorer: Explorer, strategy: str, episodes: int, prior_episodes: 
     return torch.stack(success, 1)
 
 
+def sparse_tasks(tasks: int, seed: int = 0):
+    """``tasks`` goals of the sparse point robot, from the seed, in float64."""
+    from metadapt.envs.point_robot import SparsePointRobotFamily, SparsePointRobotOptions
+
+    env = SparsePointRobotFamily(SparsePointRobotOptions()).sample(tasks, torch.Generator().manual_seed(seed))
+    return type(env)(horizon=env.horizon, goals=env.goals.double(), random_start=False, sparse=True,
+                     goal_radius=env.goal_radius, reports_success=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=1000, help="goals (trials) per strategy")
@@ -163,13 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         print("sparse_exploration_bound.py: error: --tasks must be 1 … 100,000, --episodes 1 … 100 and "
               "--prior-episodes at least 1", file=sys.stderr)
         return 2
-    from metadapt.envs.point_robot import SparsePointRobotFamily, SparsePointRobotOptions
-
+    if args.plot and not args.plot.parent.is_dir():
+        print(f"sparse_exploration_bound.py: error: --plot {args.plot}: no folder {args.plot.parent}; "
+              "create it or give another path", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
-    family = SparsePointRobotFamily(SparsePointRobotOptions())
-    env = family.sample(args.tasks, torch.Generator().manual_seed(args.seed))
-    env = type(env)(horizon=env.horizon, goals=env.goals.double(), random_start=False, sparse=True,
-                    goal_radius=env.goal_radius, reports_success=True)
+    env = sparse_tasks(args.tasks, args.seed)
     p = args.prior_episodes
     strategies = [(f"{p} prior episodes, then posterior sampling (PEARL's test)", "sample", p),
                   (f"{p} prior episodes, then the best straight path", "best", p),

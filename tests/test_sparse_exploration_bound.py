@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from metadapt.envs.point_robot import SparsePointRobotFamily, SparsePointRobotOptions
 
 SCRIPT = Path(__file__).parent.parent / "scripts/sparse_exploration_bound.py"
 spec = spec_from_file_location("sparse_exploration_bound", SCRIPT)
@@ -17,14 +16,8 @@ bound = module_from_spec(spec)
 spec.loader.exec_module(bound)
 
 
-def sparse_env(tasks: int, seed: int = 0):
-    env = SparsePointRobotFamily(SparsePointRobotOptions()).sample(tasks, torch.Generator().manual_seed(seed))
-    return type(env)(horizon=env.horizon, goals=env.goals.double(), random_start=False, sparse=True,
-                     goal_radius=env.goal_radius, reports_success=True)
-
-
 def test_inference_keeps_the_true_goal_and_rules_out_the_arc_a_path_passed():
-    env = sparse_env(300)
+    env = bound.sparse_tasks(300)
     candidates = torch.linspace(0, math.pi, bound.GRID, dtype=torch.float64)
     truth = torch.atan2(env.goals[:, 1], env.goals[:, 0])
     nearest = (candidates[None] - truth[:, None]).abs().argmin(1)
@@ -42,7 +35,7 @@ def test_inference_keeps_the_true_goal_and_rules_out_the_arc_a_path_passed():
 
 
 def test_a_uniform_straight_episode_pays_as_often_as_the_arc_it_covers():
-    env = sparse_env(4000)
+    env = bound.sparse_tasks(4000)
     success = bound.play(env, bound.Explorer(env), "sample", 1, 1, torch.Generator().manual_seed(2))
     w = 2 * math.asin(env.goal_radius / 2)                     # the arc within the radius of the path's end
     expected = (2 * w - w ** 2 / math.pi) / math.pi            # ≈ 12.3%, less at the half-circle's ends
@@ -50,7 +43,7 @@ def test_a_uniform_straight_episode_pays_as_often_as_the_arc_it_covers():
 
 
 def test_once_paid_the_best_straight_path_pays_again_and_a_sweep_finds_more():
-    env = sparse_env(300)
+    env = bound.sparse_tasks(300)
     explorer = bound.Explorer(env)
     best = bound.play(env, explorer, "best", 4, 0, torch.Generator().manual_seed(3))
     assert (best[:, 1:] >= best[:, :-1]).all()
@@ -69,3 +62,10 @@ def test_plot_writes_the_figure(tmp_path, capsys):
                        "--plot", str(tmp_path / "bound.png")]) == 0
     assert (tmp_path / "bound.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "figure:" in capsys.readouterr().out
+
+
+def test_a_plot_path_in_a_missing_folder_is_refused_before_any_work(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--plot", str(tmp_path / "missing" / "b.png")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--plot" in done.stderr
+    assert not (tmp_path / "missing").exists()

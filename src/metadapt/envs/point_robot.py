@@ -103,10 +103,19 @@ class PointRobot(EnvBatch):
         """``[T, C]`` return of an episode from ``state`` moving toward ``targets [T, C, 2]`` at full
         speed (each coordinate's step clipped as actions are), scored by this env's reward."""
         total = torch.zeros(state["x"].shape[:2], dtype=self.goals.dtype, device=self.device)
-        for _ in range(self.horizon):
-            state, _, reward, _ = self.step(state, (targets - state["x"]) / self.max_speed, None)
-            total += reward
+        for reward in self.full_speed_path(state, targets)[1].unbind(-1):
+            total += reward  # step by step, as the return has always been summed
         return total
+
+    def full_speed_path(self, state: dict, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positions ``[T, C, H, 2]`` after each step and the rewards ``[T, C, H]`` of an episode from
+        ``state`` moving toward ``targets [T, C, 2]`` at full speed."""
+        positions, rewards = [], []
+        for _ in range(self.horizon):
+            state, x, reward, _ = self.step(state, (targets - state["x"]) / self.max_speed, None)
+            positions.append(x)
+            rewards.append(reward)
+        return torch.stack(positions, -2), torch.stack(rewards, -1)
 
 
 @dataclass
