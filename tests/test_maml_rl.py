@@ -148,7 +148,7 @@ def test_maml_rl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
 
 @pytest.mark.parametrize("variant", [["algorithm.outer=ppo"], ["algorithm.first_order=true"],
                                      ["algorithm.inner_steps=0"], ["algorithm.estimator=maml"],
-                                     ["algorithm.sampling=steps", "algorithm.outer_average=step"]])
+                                     ["algorithm.outer_average=step"]])
 def test_outer_variants_train_and_resume(tmp_path, variant):
     cfg = SMALL + variant
     train(build_config(None, cfg + ["train.iterations=4"]), tmp_path / "straight", progress=False)
@@ -173,35 +173,6 @@ def test_xavier_initialization_as_rllab_and_kept_by_reset():
     before = policy.layers[0].weight.clone()
     policy.reset_parameters()
     assert not torch.equal(before, policy.layers[0].weight) and torch.all(policy.layers[1].bias == 0)
-
-
-def steady_agent(sampling):
-    """A policy that moves +0.05 in x every step (σ ≈ 0): a goal at (0.1, 0) is reached on the second
-    step, one at (0.45, 0.45) never."""
-    policy = GaussianPolicy(2, 2, [4], init_std=1e-6)
-    with torch.no_grad():
-        for layer in policy.layers:
-            layer.weight.zero_()
-            layer.bias.zero_()
-        policy.layers[-1].bias.copy_(torch.tensor([0.5, 0.0]))
-    return MAMLRL(policy, trajectories=3, sampling=sampling)
-
-
-def test_step_budget_sampling_keeps_the_episodes_a_sequential_sampler_would():
-    from metadapt.envs.navigation import Navigation
-
-    env = Navigation(horizon=100, goals=torch.tensor([[0.1, 0.0], [0.45, 0.45]]))
-    by_steps, by_count = steady_agent("steps"), steady_agent("trajectories")
-    traj = by_steps.sample(env, by_steps.params(), False, torch.Generator().manual_seed(0))
-    kept = traj.mask[:, :, 0, 0]
-    # a budget of 3 × 100 steps: 150 episodes of 2 steps, or 3 of 100
-    assert kept.sum(1).tolist() == [150, 3] and traj.mask.sum((1, 2, 3)).tolist() == [300, 300]
-    assert torch.all(kept[0, :150] == 1) and torch.all(kept[0, 150:] == 0)   # the first 150, in order
-    assert torch.all(traj.rewards[kept == 0] == 0)
-    means = by_steps.task_mean(traj, traj.episode_returns)
-    assert torch.allclose(means[0], torch.tensor(-0.05), atol=1e-5)         # −0.05, then on the goal
-    fixed = by_count.sample(env, by_count.params(), False, torch.Generator().manual_seed(0))
-    assert fixed.mask.shape[1] == 3 and torch.allclose(means[1], fixed.episode_returns[1].mean())
 
 
 def test_outer_average_per_step_is_the_trajectory_average_over_the_horizon_for_full_episodes():

@@ -97,10 +97,6 @@ class MAMLRLOptions:
     outer_advantages: str = option("returns", choices=("returns", "normalized"),
                                    help="outer surrogate's advantages: in return units (consistent with "
                                         "the dice term) or normalised per task (rllab's center_adv)")
-    sampling: str = option("trajectories", choices=("trajectories", "steps"),
-                           help="trajectories: that many episodes per task and step; steps: episodes until "
-                                "the task has taken trajectories × horizon steps, as the released code's "
-                                "rllab samplers count, so a task whose episodes end early gets more")
     outer_average: str = option("trajectory", choices=("trajectory", "step"),
                                 help="outer surrogate per task: the mean over trajectories of Σ_t ρÂ (the "
                                      "return's gradient) or the mean over steps of ρÂ (the released code's)")
@@ -124,7 +120,7 @@ class MAMLRL(Algorithm):
                  max_kl=0.01, cg_iterations=10, cg_damping=1e-5, backtracks=15, backtrack_ratio=0.8,
                  estimator="dice", first_order=False, metric_fraction=0.25, trust_region="adapted",
                  outer="trpo", ppo_epochs=5, ppo_clip=0.2, outer_advantages="returns", eval_steps=3,
-                 eval_lrs=(), eval_trajectories=0, sampling="trajectories", outer_average="trajectory"):
+                 eval_lrs=(), eval_trajectories=0, outer_average="trajectory"):
         super().__init__()
         self.policy = policy
         self.inner_lr, self.inner_steps, self.trajectories = inner_lr, inner_steps, trajectories
@@ -136,7 +132,7 @@ class MAMLRL(Algorithm):
         self.outer, self.ppo_epochs, self.ppo_clip = outer, ppo_epochs, ppo_clip
         self.eval_lrs, self.eval_trajectories = list(eval_lrs), eval_trajectories
         self.outer_advantages = outer_advantages
-        self.sampling, self.outer_average = sampling, outer_average
+        self.outer_average = outer_average
 
     @classmethod
     def from_config(cls, options, parts) -> MAMLRL:
@@ -163,33 +159,8 @@ class MAMLRL(Algorithm):
         def act(obs, last, carry):
             return self.policy.sample(params, obs, per_task, generator), {}, carry
 
-        copies = copies or self.trajectories
-        traj, _ = rollout(env, act, copies, 1, generator)
-        if self.sampling == "trajectories":
-            return traj
-        # rllab's samplers collect whole episodes until a budget of steps: draw rounds of ``copies``
-        # episodes until every task has taken ``copies × horizon`` steps, then keep, per task, the
-        # episodes that began within the budget (the ones a sequential sampler would have collected)
-        budget, rounds = copies * env.horizon, [traj]
-        lengths = traj.mask[:, :, 0].sum(-1)
-        while not bool((lengths.sum(1) >= budget).all()):
-            rounds.append(rollout(env, act, copies, 1, generator)[0])
-            lengths = torch.cat([lengths, rounds[-1].mask[:, :, 0].sum(-1)], 1)
-        keep = ((lengths.cumsum(1) - lengths) < budget).to(traj.rewards.dtype)[:, :, None, None]
-
-        def join(name):
-            return torch.cat([getattr(r, name) for r in rounds], 1)
-        return Trajectories(join("observations"), join("actions"), join("rewards") * keep,
-                            join("mask") * keep, join("dones") * keep, {}, join("next_observations"))
-
-    def task_mean(self, traj: Trajectories, per_episode: torch.Tensor) -> torch.Tensor:
-        """``[T]``: each task's mean of ``per_episode [T, C(, 1)]`` over its episodes (with ``sampling:
-        steps``, those kept within the budget: an episode is kept if its first step is)."""
-        if self.sampling == "trajectories":
-            return per_episode.mean(tuple(range(1, per_episode.dim())))
-        kept = traj.mask[:, :, 0, 0]
-        per_episode = per_episode.reshape(kept.shape)
-        return (per_episode * kept).sum(1) / kept.sum(1)
+        traj, _ = rollout(env, act, copies or self.trajectories, 1, generator)
+        return traj
 
     def advantages(self, traj: Trajectories, normalized: bool = True) -> torch.Tensor:
         """``[T, C, H]`` advantages: discounted returns minus the per-task linear baseline, normalised
@@ -228,17 +199,15 @@ class MAMLRL(Algorithm):
         post = self.sample(env, params, per_task, generator)
         old = {k: v.detach().clone() for k, v in params.items()}
         old_log_probs = self.log_probs(old, post, per_task).detach()
-        first = steps[0][0] if steps else post
-        first_return = self.task_mean(first, first.episode_returns)
+        first_return = (steps[0][0] if steps else post).episode_returns.mean((1, 2))
         normalized = self.outer_advantages == "normalized"
         return {"steps": steps, "post": post, "post_advantages": self.advantages(post, normalized=normalized),
                 "old_params": old,
                 "old_log_probs": old_log_probs, "per_task": per_task,
-                "value": self.task_mean(post, discounted_returns(post.rewards[:, :, 0], self.gamma,
-                                                                 post.mask[:, :, 0])[..., 0]),
+                "value": discounted_returns(post.rewards[:, :, 0], self.gamma, post.mask[:, :, 0])[..., 0]
+                .mean(1),
                 "metrics": {"return_before": float(first_return.mean()),
-                            "return": float(post.episode_returns.mean() if self.sampling == "trajectories"
-                                            else self.task_mean(post, post.episode_returns).mean()),
+                            "return": float(post.episode_returns.mean()),
                             "env_steps": float(post.mask.sum() + sum(s[0].mask.sum() for s in steps))}}
 
     def adapted(self, batch: dict, graph: bool = True) -> list[tuple[Params, bool]]:
@@ -268,7 +237,7 @@ class MAMLRL(Algorithm):
         if self.outer_average == "step":
             value = (gain * mask).sum((1, 2)) / mask.sum((1, 2)).clamp(min=1)
         else:
-            value = self.task_mean(post, (gain * mask).sum(-1))
+            value = (gain * mask).sum(-1).mean(-1)
         if with_sampling_term and self.estimator == "dice" and batch["steps"]:
             # each inner step's trajectories were drawn from the parameters before that step
             log_p = sum((self.log_probs(p, traj, t) * traj.mask[:, :, 0]).sum((1, 2))
@@ -320,7 +289,7 @@ class MAMLRL(Algorithm):
         returns, trajs = [], []
         for k in range(steps + 1):
             traj = self.sample(env, params, per_task, generator, copies)
-            returns.append(self.task_mean(traj, traj.episode_returns))
+            returns.append(traj.episode_returns.mean((1, 2)))
             trajs.append(traj)
             if k < steps:
                 lr = self.eval_lrs[min(k, len(self.eval_lrs) - 1)] if self.eval_lrs else self.inner_lr
