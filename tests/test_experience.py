@@ -7,6 +7,7 @@ from metadapt.envs import BanditFamily, Navigation
 from metadapt.envs.bandits import BanditOptions
 from metadapt.experience import discounted_returns, fit_linear_baseline, gae, linear_baseline, rollout
 from metadapt.experience.baseline import features
+from metadapt.experience.rollout import stream
 
 
 def test_discounted_returns_by_hand():
@@ -112,3 +113,87 @@ def test_rollout_is_reproducible_from_the_generator():
         runs.append(rollout(env, act, 2, 1, gen)[0])
     assert torch.equal(runs[0].rewards, runs[1].rewards) and torch.equal(runs[0].actions, runs[1].actions)
     assert runs[0].trials().rewards.shape == (4, 2, 10)
+
+
+def _noisy_homing(goals: torch.Tensor, noise: torch.Tensor):
+    """A policy heading for the goal, knocked off course by a fixed table of pushes indexed by the step
+    of its environment (``noise [T, L, 2]``), so that episodes end at different steps."""
+    def act(obs, last, carry):
+        step = carry or 0
+        toward = ((goals[:, None] - obs) / 0.1).clamp(-1, 1)
+        return toward + noise[:, step][:, None], {"step": torch.full(obs.shape[:2], float(step))}, step + 1
+    return act
+
+
+def _sequential(env, act_one, steps):
+    """One task's environment run alone for ``steps`` steps, reset after every episode: the episodes
+    finished, each with its observations, actions, rewards and the step it finished on."""
+    state, obs = env.reset(1, torch.Generator())
+    episodes, current, t, carry = [], [], 0, None
+    for step in range(steps):
+        action, _, carry = act_one(obs, None, carry)
+        state, next_obs, reward, terminated = env.step(state, action, env.noise(1, torch.Generator()))
+        current.append((obs[0, 0], action[0, 0], reward[0, 0], t))
+        if bool(terminated[0, 0]) or t == env.horizon - 1:
+            episodes.append((step, current))
+            current, t = [], 0
+            state, obs = env.reset(1, torch.Generator())
+        else:
+            t, obs = t + 1, next_obs
+    return episodes
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_stream_equals_each_task_run_alone_until_the_step_budget(shared):
+    g = torch.Generator().manual_seed(3)
+    goals = 0.6 * torch.rand(5, 2, generator=g) - 0.3
+    env = Navigation(horizon=8, goals=goals, tolerance=0.05)
+    noise = torch.where(torch.rand(5, 400, 1, generator=g) < 0.7, 0.0, 1.6 * torch.rand(5, 400, 2, generator=g) - 0.8)
+    budget = 40 * (5 if shared else 1)
+    traj = stream(env, _noisy_homing(goals, noise), budget, torch.Generator(), shared=shared)
+    alone = [_sequential(env[i], _noisy_homing(goals[i:i + 1], noise[i:i + 1]), 200) for i in range(5)]
+    lengths = {len(steps) for task in alone for _, steps in task}
+    assert len(lengths) > 3                                           # episodes end at many different steps
+    if shared:   # all stop at the first step where the finished episodes' steps reach the budget
+        finished = lambda step: sum(len(s) for task in alone for end, s in task if end <= step)  # noqa: E731
+        stop = next(step for step in range(200) if finished(step) >= budget)
+        kept = [[s for end, s in task if end <= stop] for task in alone]
+        assert traj.taken == 5 * (stop + 1)
+    else:        # each task until its own finished episodes reach the budget, the last one whole
+        kept = []
+        for task in alone:
+            total, mine = 0, []
+            for _, s in task:
+                if total >= budget:
+                    break
+                mine.append(s)
+                total += len(s)
+            kept.append(mine)
+    assert traj.observations.shape[:3] == (5, 1, 1)
+    for i, episodes in enumerate(kept):
+        rows = traj.mask[i, 0, 0] > 0
+        assert int(traj.episode_counts()[i]) == len(episodes)
+        steps = [x for episode in episodes for x in episode]
+        assert int(rows.sum()) == len(steps)
+        assert torch.equal(traj.observations[i, 0, 0][rows], torch.stack([x[0] for x in steps]))
+        assert torch.equal(traj.actions[i, 0, 0][rows], torch.stack([x[1] for x in steps]))
+        assert torch.equal(traj.rewards[i, 0, 0][rows], torch.stack([x[2] for x in steps]))
+        assert traj.time[i, 0, 0][rows].tolist() == [x[3] for x in steps]
+        assert traj.episode_index()[i, 0, 0][rows].tolist() == [k for k, e in enumerate(episodes) for _ in e]
+        assert float(traj.mean_episode_return()[i]) == pytest.approx(
+            float(sum(x[2] for x in steps)) / len(episodes), abs=1e-6)
+    first = traj.first_episode_observations()
+    assert torch.equal(first[0, :len(kept[0][0])], torch.stack([x[0] for x in kept[0][0]]))
+
+
+def test_discounted_returns_stop_at_each_packed_episodes_end():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    dones = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0])
+    assert discounted_returns(rewards, 0.5, dones=dones).tolist() == [2.0, 2.0, 3 + 0.5 * (4 + 0.5 * 5), 6.5, 5.0]
+
+
+def test_packed_baseline_features_count_time_within_each_episode():
+    obs = torch.zeros(1, 1, 5, 2)
+    time = torch.tensor([[[0, 1, 0, 1, 2]]])
+    phi = features(obs, torch.ones(1, 1, 5), time)
+    assert phi[0, 0, :, 4].tolist() == pytest.approx([0.0, 0.01, 0.0, 0.01, 0.02])

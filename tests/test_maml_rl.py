@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from metadapt.algorithms.rl.maml_rl import MAMLRL, reinforce_objective, sampling_term
+from metadapt.experience import discounted_returns
 from metadapt.config import build_config
 from metadapt.envs import NavigationFamily
-from metadapt.envs.navigation import NavigationOptions
+from metadapt.envs.navigation import Navigation, NavigationOptions
+from metadapt.experience import Trajectories
 from metadapt.models import GaussianPolicy
 from metadapt.training import load, train
 from metadapt.training.trpo import conjugate_gradient, trpo_update
@@ -148,7 +150,7 @@ def test_maml_rl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
 
 @pytest.mark.parametrize("variant", [["algorithm.outer=ppo"], ["algorithm.first_order=true"],
                                      ["algorithm.inner_steps=0"], ["algorithm.estimator=maml"],
-                                     ["algorithm.outer_average=step"]])
+                                     ["algorithm.outer_average=step"], ["algorithm.sampling=steps"]])
 def test_outer_variants_train_and_resume(tmp_path, variant):
     cfg = SMALL + variant
     train(build_config(None, cfg + ["train.iterations=4"]), tmp_path / "straight", progress=False)
@@ -189,3 +191,54 @@ def test_outer_average_per_step_is_the_trajectory_average_over_the_horizon_for_f
                 p.add_(0.05 * torch.sin(torch.arange(p.numel(), dtype=p.dtype)).reshape(p.shape))
     per_traj, per_step = (agents[a].surrogate(batch, graph=False) for a in ("trajectory", "step"))
     assert per_traj.abs() > 0.01 and torch.allclose(per_step * 12, per_traj, atol=1e-6)
+
+
+def _one_episode_per_row(packed: Trajectories) -> Trajectories:
+    """The episodes of packed trajectories, one per row ``[T, C, 1, H]`` (rows past a task's episodes
+    masked), as :func:`metadapt.experience.rollout` lays them out."""
+    horizon = int(packed.time.max()) + 1
+    rows = int(packed.episode_counts().max())
+    out = {k: torch.zeros(packed.mask.shape[0], rows, 1, horizon, *getattr(packed, k).shape[4:])
+           for k in ("observations", "actions", "rewards", "mask", "dones")}
+    for i in range(packed.mask.shape[0]):
+        kept = packed.mask[i, 0, 0] > 0
+        episode, time = packed.episode_index()[i, 0, 0][kept], packed.time[i, 0, 0][kept]
+        for k in out:
+            out[k][i, episode, 0, time] = getattr(packed, k)[i, 0, 0][kept]
+    return Trajectories(**out)
+
+
+def test_step_budget_sampling_computes_what_one_episode_per_row_does():
+    torch.manual_seed(0)
+    goals = torch.tensor([[0.05, 0.0], [0.0, -0.1], [0.3, 0.3]])
+    env = Navigation(horizon=10, goals=goals, tolerance=0.1)
+    agent = MAMLRL(GaussianPolicy(2, 2, [16, 16]), trajectories=3, sampling="steps",
+                   outer_advantages="returns")
+    batch = agent.experience(env, torch.Generator().manual_seed(1))
+    post = batch["post"]
+    assert post.packed and len(set(post.episode_counts().tolist())) > 1    # early ends: more episodes
+    assert post.steps() == post.taken >= int(post.mask.sum()) >= 3 * 3 * 10 - 3 * 10
+    rows = _one_episode_per_row(post)
+    kept = post.mask[:, 0, 0] > 0
+    padded_adv = agent.advantages(rows, normalized=False)
+    for i in range(3):
+        mine = rows.mask[i, :, 0] > 0
+        assert torch.allclose(batch["post_advantages"][i, 0][kept[i]], padded_adv[i][mine], atol=1e-5)
+    counts = post.episode_counts()
+    first_returns = torch.stack([
+        (discounted_returns(rows.rewards[i, :, 0], agent.gamma, rows.mask[i, :, 0])[:, 0]).sum() / counts[i]
+        for i in range(3)])
+    assert torch.allclose(batch["value"], first_returns, atol=1e-6)
+    # the meta-objective: per task the mean over its episodes of Σ_t ρ Â, whatever the episodes' count
+    with torch.no_grad():
+        for p in agent.parameters():
+            p.add_(0.05 * torch.sin(torch.arange(p.numel(), dtype=p.dtype)).reshape(p.shape))
+    params, per_task = agent.adapted(batch, graph=False)[-1]
+    ratio = torch.exp(agent.log_probs(params, post, per_task) - batch["old_log_probs"])
+    by_hand = ((ratio * batch["post_advantages"] * post.mask[:, :, 0]).sum((1, 2)) / counts).mean()
+    assert torch.allclose(agent.surrogate(batch, graph=False), by_hand, atol=1e-6)
+    half = agent.kl(batch, graph=False, fraction=0.5)
+    assert torch.isfinite(half) and half > 0
+    returns, trajs = agent.adaptation_returns(env, 2, torch.Generator().manual_seed(2))
+    assert returns.shape == (3, 3) and all(t.packed for t in trajs)
+    assert all(int(t.mask[i].sum()) >= 3 * 10 for t in trajs for i in range(3))   # each task's own budget

@@ -230,7 +230,7 @@ def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: boo
         if getattr(env, "reports_success", False):
             reached = torch.stack([env.reached(t.next_observations[:, 0, 0]) for t in trajs], 1).float()
             results["methods"][name]["success"] = reached.mean(0).tolist()   # per episode / step
-        paths[name] = [t.observations[:3, 0, 0].cpu() for t in trajs]           # [3 tasks, H, 2] per step
+        paths[name] = [t.first_episode_observations()[:3].cpu() for t in trajs]   # [3 tasks, H, 2] per step
     sparse = getattr(getattr(run.algorithm, "options", None), "sparse_context", False)
     oracle = (env.with_reward(sparse=True) if sparse else env).oracle_return()   # of the returns reported
     if oracle is not None:

@@ -8,13 +8,18 @@ from __future__ import annotations
 import torch
 
 
-def discounted_returns(rewards: torch.Tensor, gamma: float, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``G_t = Σ_{k≥t} γ^{k-t} r_k`` over the steps that happened (a reversed loop over time)."""
+def discounted_returns(rewards: torch.Tensor, gamma: float, mask: torch.Tensor | None = None,
+                       dones: torch.Tensor | None = None) -> torch.Tensor:
+    """``G_t = Σ_{k≥t} γ^{k-t} r_k`` over the steps that happened (a reversed loop over time); with
+    ``dones`` (1 on the last step of each episode) the sum stops at the end of the step's episode,
+    for episodes packed one after another: ``G_t = r_t + γ (1 − d_t) G_{t+1}``."""
     if mask is not None:
         rewards = rewards * mask
     returns = torch.empty_like(rewards)
     running = torch.zeros_like(rewards[..., 0])
     for t in range(rewards.shape[-1] - 1, -1, -1):
+        if dones is not None:
+            running = running * (1 - dones[..., t])
         running = rewards[..., t] + gamma * running
         returns[..., t] = running
     return returns

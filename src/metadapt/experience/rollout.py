@@ -2,7 +2,9 @@
 
 ``rollout`` runs ``episodes`` consecutive episodes of ``copies`` copies of each of the batch's ``T``
 tasks and returns :class:`Trajectories` with axes ``[T, C, E, H, …]`` (tasks, copies, episodes,
-horizon). The policy is a function ``act(observation, last, carry) -> (action, extras, carry)``:
+horizon). :func:`stream` runs episodes back to back in one environment per task until a budget of
+steps, as rllab's samplers do, and returns them packed along time (``[T, 1, 1, L]``, with each step's
+index within its episode in ``time``). The policy is a function ``act(observation, last, carry) -> (action, extras, carry)``:
 ``last`` is the previous step's :class:`Last` (``None`` at the start of the trial), ``carry`` is
 whatever the policy keeps between steps — an RNN's hidden state, which therefore flows across the
 episodes of a trial and is never reset between them (RL²) — and ``extras`` are tensors to keep per
@@ -36,7 +38,9 @@ class Trajectories:
     ``[T, C, E, H]`` (mask 1 on steps that happened, 0 after the episode terminated; rewards there are
     0), ``dones [T, C, E, H]`` (1 on the last step of each episode), ``extras`` from the policy and
     ``next_observations`` (the observation each step led to, before any reset; for off-policy
-    learners' transitions)."""
+    learners' transitions). Trajectories packed along time by :func:`stream` also have ``time``
+    (each step's index within its episode), ``dones`` ending every episode, and ``taken`` (the steps
+    the environments took, those of the dropped unfinished episodes included)."""
 
     observations: torch.Tensor
     actions: torch.Tensor
@@ -45,15 +49,52 @@ class Trajectories:
     dones: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
     next_observations: torch.Tensor | None = None
+    time: torch.Tensor | None = None
+    taken: int | None = None
+
+    @property
+    def packed(self) -> bool:
+        """Several episodes one after another along the time axis (:func:`stream`)."""
+        return self.time is not None
 
     @property
     def episode_returns(self) -> torch.Tensor:
-        """``[T, C, E]`` undiscounted return of every episode."""
+        """``[T, C, E]`` undiscounted return of every episode (one episode per row, not packed)."""
+        if self.packed:
+            raise ValueError("packed trajectories hold several episodes per row: use mean_episode_return()")
         return self.rewards.sum(-1)
 
+    def episode_counts(self) -> torch.Tensor:
+        """``[T]`` episodes of every task."""
+        return (self.dones * self.mask).sum((1, 2, 3))
+
+    def mean_episode_return(self) -> torch.Tensor:
+        """``[T]`` mean undiscounted return of every task's episodes."""
+        if not self.packed:
+            return self.episode_returns.mean((1, 2))
+        return self.rewards.sum((1, 2, 3)) / self.episode_counts().clamp(min=1)
+
+    def episode_index(self) -> torch.Tensor:
+        """``[T, C, E, H]``: which episode of its row each step belongs to (0 unless packed)."""
+        if not self.packed:
+            return torch.zeros_like(self.mask, dtype=torch.long)
+        ends = self.dones.long()
+        return ends.cumsum(-1) - ends
+
+    def first_episode_observations(self) -> torch.Tensor:
+        """``[T, N, *obs]``: every task's first episode (first row), the positions after it ended held
+        at its last observation (for drawing paths)."""
+        keep = (self.mask[:, 0, 0] > 0) & (self.episode_index()[:, 0, 0] == 0)
+        length = int(keep.sum(-1).max())
+        obs, keep = self.observations[:, 0, 0, :length], keep[:, :length]
+        last = (keep.sum(-1) - 1).clamp(min=0)
+        final = obs[torch.arange(obs.shape[0]), last]
+        shape = (*keep.shape, *([1] * (obs.dim() - 2)))
+        return torch.where(keep.reshape(shape), obs, final[:, None])
+
     def steps(self) -> int:
-        """Environment steps that happened (masked steps excluded)."""
-        return int(self.mask.sum())
+        """Environment steps taken (masked steps excluded, unless ``taken`` counts them)."""
+        return int(self.mask.sum()) if self.taken is None else self.taken
 
     def trials(self) -> Trajectories:
         """The episodes of each trial joined into one sequence: time axis ``E·H``, shape
@@ -104,3 +145,62 @@ def rollout(env: EnvBatch, act: Policy, copies: int, episodes: int, generator: t
     return Trajectories(stack(obs_steps), stack(act_steps), stack(rew_steps), stack(mask_steps),
                         stack(done_steps), {k: stack(v) for k, v in extra_steps.items()},
                         stack(next_steps)), carry
+
+
+@torch.no_grad()
+def stream(env: EnvBatch, act: Policy, budget: int, generator: torch.Generator,
+           shared: bool = False) -> Trajectories:
+    """Episodes of every task run back to back in one environment per task, reset as each ends, until
+    a budget of steps, as rllab's samplers collect them (so tasks whose episodes end early get more
+    episodes):
+
+    - ``shared=False``: each task stops once its finished episodes reach ``budget`` steps, the
+      episode that reaches it kept whole (rllab's ``BatchSampler``, the MAML test script's);
+    - ``shared=True``: every task stops at the first step where the batch's finished episodes reach
+      ``budget`` steps in all, and the episodes still running are dropped (rllab's
+      ``VectorizedSampler`` with one environment per task, MAML's meta-training).
+
+    Returns :class:`Trajectories` packed along time, ``[T, 1, 1, L]`` (``time``: each step's index
+    within its episode; ``mask`` 1 on the kept episodes' steps). The policy sees no ``last`` step.
+    """
+    t_count = env.num_tasks
+    state, obs = env.reset(1, generator)
+    time = torch.zeros(t_count, 1, dtype=torch.long, device=env.device)
+    finished = torch.zeros(t_count, dtype=torch.long, device=env.device)
+    stop = torch.full((t_count,), -1, dtype=torch.long, device=env.device)
+    limit = (budget if not shared else -(-budget // t_count)) + env.horizon   # every task has stopped by then
+    steps: dict[str, list[torch.Tensor]] = {k: [] for k in ("obs", "act", "rew", "end", "time", "next")}
+    extra_steps: dict[str, list[torch.Tensor]] = {}
+    carry = None
+    for step in range(limit):
+        action, extras, carry = act(obs, None, carry)
+        state, next_obs, reward, terminated = env.step(state, action, env.noise(1, generator))
+        ended = terminated | (time == env.horizon - 1)
+        for key, value in (("obs", obs), ("act", action), ("rew", reward), ("end", ended), ("time", time),
+                           ("next", next_obs)):
+            steps[key].append(value)
+        for k, v in extras.items():
+            extra_steps.setdefault(k, []).append(v)
+        finished += torch.where(ended, time + 1, 0).sum(1)
+        reached = finished >= budget if not shared else (finished.sum() >= budget).expand(t_count)
+        stop = torch.where((stop < 0) & reached, step, stop)
+        if bool((stop >= 0).all()):
+            break
+        fresh_state, fresh_obs = env.reset(1, generator)
+        state = {k: torch.where(ended.reshape(*ended.shape, *([1] * (v.dim() - 2))), fresh_state[k], v)
+                 for k, v in state.items()}
+        obs = torch.where(ended.reshape(*ended.shape, *([1] * (next_obs.dim() - 2))), fresh_obs, next_obs)
+        time = torch.where(ended, 0, time + 1)
+    else:
+        raise RuntimeError(f"stream: the budget of {budget} steps was not reached in {limit} steps")
+
+    def stack(values: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(values, 2)[:, :, None]                  # [T, 1, 1, L, ...]
+
+    ends = stack(steps["end"])
+    episode = ends.long().cumsum(-1) - ends.long()
+    kept = ends.long().cumsum(-1).gather(-1, stop.reshape(t_count, 1, 1, 1))   # episodes finished by the stop
+    mask = (episode < kept).to(stack(steps["rew"]).dtype)
+    return Trajectories(stack(steps["obs"]), stack(steps["act"]), stack(steps["rew"]) * mask, mask,
+                        ends.to(mask.dtype), {k: stack(v) for k, v in extra_steps.items()},
+                        stack(steps["next"]), stack(steps["time"]), int((stop + 1).sum()))

@@ -30,6 +30,7 @@ import torch
 from metadapt.algorithms.base import Algorithm
 from metadapt.algorithms.rl.checks import check_rl_recipe, continuous_probe
 from metadapt.experience import Trajectories, discounted_returns, linear_baseline, rollout
+from metadapt.experience.rollout import stream
 from metadapt.models.gaussian_policy import GaussianPolicy, Params
 from metadapt.options import option
 from metadapt.registry import register
@@ -106,6 +107,12 @@ class MAMLRLOptions:
                                         "code: 0.5 then 0.25)")
     eval_trajectories: int = option(0, low=0, help="trajectories per evaluation step (0: trajectories; "
                                                    "the released code: 40)")
+    sampling: str = option("trajectories", choices=("trajectories", "steps"),
+                           help="trajectories: that many whole episodes per task and step; steps: rllab's "
+                                "step budget (trajectories × horizon steps per task), one environment per "
+                                "task running episodes back to back, so tasks whose episodes end early get "
+                                "more of them — in meta-training the meta-batch's total with the unfinished "
+                                "episodes dropped, at evaluation each task's own (the released code's)")
 
 
 @register("algorithm", "maml-rl")
@@ -120,7 +127,7 @@ class MAMLRL(Algorithm):
                  max_kl=0.01, cg_iterations=10, cg_damping=1e-5, backtracks=15, backtrack_ratio=0.8,
                  estimator="dice", first_order=False, metric_fraction=0.25, trust_region="adapted",
                  outer="trpo", ppo_epochs=5, ppo_clip=0.2, outer_advantages="returns", eval_steps=3,
-                 eval_lrs=(), eval_trajectories=0, outer_average="trajectory"):
+                 eval_lrs=(), eval_trajectories=0, outer_average="trajectory", sampling="trajectories"):
         super().__init__()
         self.policy = policy
         self.inner_lr, self.inner_steps, self.trajectories = inner_lr, inner_steps, trajectories
@@ -133,6 +140,7 @@ class MAMLRL(Algorithm):
         self.eval_lrs, self.eval_trajectories = list(eval_lrs), eval_trajectories
         self.outer_advantages = outer_advantages
         self.outer_average = outer_average
+        self.sampling = sampling
 
     @classmethod
     def from_config(cls, options, parts) -> MAMLRL:
@@ -151,23 +159,29 @@ class MAMLRL(Algorithm):
 
     @torch.no_grad()
     def sample(self, env, params: Params, per_task: bool, generator: torch.Generator,
-               copies: int | None = None) -> Trajectories:
-        """``copies`` trajectories (one episode each) of every task with ``params`` (shared, or with a
-        leading task axis when ``per_task``)."""
+               copies: int | None = None, shared: bool = True) -> Trajectories:
+        """Trajectories of every task with ``params`` (shared, or with a leading task axis when
+        ``per_task``): ``copies`` episodes each, or with ``sampling: steps`` packed episodes up to
+        ``copies × horizon`` steps per task (``shared``: in all, over the batch's tasks)."""
         params = {k: v.detach() for k, v in params.items()}
 
         def act(obs, last, carry):
             return self.policy.sample(params, obs, per_task, generator), {}, carry
 
-        traj, _ = rollout(env, act, copies or self.trajectories, 1, generator)
+        copies = copies or self.trajectories
+        if self.sampling == "steps":
+            budget = copies * env.horizon * (env.num_tasks if shared else 1)
+            return stream(env, act, budget, generator, shared=shared)
+        traj, _ = rollout(env, act, copies, 1, generator)
         return traj
 
     def advantages(self, traj: Trajectories, normalized: bool = True) -> torch.Tensor:
         """``[T, C, H]`` advantages: discounted returns minus the per-task linear baseline, normalised
         per task for the inner step; in return units for the meta-objective."""
         obs, rewards, mask = traj.observations[:, :, 0], traj.rewards[:, :, 0], traj.mask[:, :, 0]
-        returns = discounted_returns(rewards, self.gamma, mask)
-        advantages = (returns - linear_baseline(obs, returns, mask)) * mask
+        dones, time = (traj.dones[:, :, 0], traj.time[:, :, 0]) if traj.packed else (None, None)
+        returns = discounted_returns(rewards, self.gamma, mask, dones)
+        advantages = (returns - linear_baseline(obs, returns, mask, time)) * mask
         return normalize(advantages, mask) if normalized else advantages
 
     def log_probs(self, params: Params, traj: Trajectories, per_task: bool) -> torch.Tensor:
@@ -199,16 +213,25 @@ class MAMLRL(Algorithm):
         post = self.sample(env, params, per_task, generator)
         old = {k: v.detach().clone() for k, v in params.items()}
         old_log_probs = self.log_probs(old, post, per_task).detach()
-        first_return = (steps[0][0] if steps else post).episode_returns.mean((1, 2))
+        first_return = (steps[0][0] if steps else post).mean_episode_return()
         normalized = self.outer_advantages == "normalized"
         return {"steps": steps, "post": post, "post_advantages": self.advantages(post, normalized=normalized),
                 "old_params": old,
                 "old_log_probs": old_log_probs, "per_task": per_task,
-                "value": discounted_returns(post.rewards[:, :, 0], self.gamma, post.mask[:, :, 0])[..., 0]
-                .mean(1),
+                "value": self.start_value(post),
                 "metrics": {"return_before": float(first_return.mean()),
-                            "return": float(post.episode_returns.mean()),
-                            "env_steps": float(post.mask.sum() + sum(s[0].mask.sum() for s in steps))}}
+                            "return": float(post.mean_episode_return().mean() if post.packed
+                                            else post.episode_returns.mean()),
+                            "env_steps": float(post.steps() + sum(s[0].steps() for s in steps))}}
+
+    def start_value(self, traj: Trajectories) -> torch.Tensor:
+        """``[T]`` each task's mean discounted return from the start of its episodes."""
+        rewards, mask = traj.rewards[:, :, 0], traj.mask[:, :, 0]
+        if not traj.packed:
+            return discounted_returns(rewards, self.gamma, mask)[..., 0].mean(1)
+        returns = discounted_returns(rewards, self.gamma, mask, traj.dones[:, :, 0])
+        starts = (traj.time[:, :, 0] == 0).to(mask.dtype) * mask
+        return (returns * starts).sum((1, 2)) / traj.episode_counts().clamp(min=1)
 
     def adapted(self, batch: dict, graph: bool = True) -> list[tuple[Params, bool]]:
         """The parameters the current ``θ`` reaches at every inner step on the batch's trajectories:
@@ -236,6 +259,8 @@ class MAMLRL(Algorithm):
         gain = ratio * adv if clip is None else torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
         if self.outer_average == "step":
             value = (gain * mask).sum((1, 2)) / mask.sum((1, 2)).clamp(min=1)
+        elif post.packed:
+            value = (gain * mask).sum((1, 2)) / post.episode_counts().clamp(min=1)
         else:
             value = (gain * mask).sum(-1).mean(-1)
         if with_sampling_term and self.estimator == "dice" and batch["steps"]:
@@ -253,7 +278,11 @@ class MAMLRL(Algorithm):
         graph = self.trust_region == "through" if graph is None else graph
         params, per_task = self.adapted(batch, graph)[-1]
         post = batch["post"]
-        if fraction < 1:
+        if fraction < 1 and post.packed:   # each task's first episodes
+            keep = (fraction * post.episode_counts()).round().clamp(min=1)
+            post = Trajectories(post.observations, post.actions, post.rewards,
+                                post.mask * (post.episode_index() < keep[:, None, None, None]), post.dones)
+        elif fraction < 1:
             keep = max(1, round(fraction * post.rewards.shape[1]))
             post = Trajectories(post.observations[:, :keep], post.actions[:, :keep], post.rewards[:, :keep],
                                 post.mask[:, :keep], post.dones[:, :keep])
@@ -281,15 +310,16 @@ class MAMLRL(Algorithm):
     @torch.no_grad()
     def adaptation_returns(self, env, steps: int, generator: torch.Generator,
                            policy_params: Params | None = None) -> tuple[torch.Tensor, list[Trajectories]]:
-        """``[T, steps + 1]`` mean return of ``eval_trajectories`` episodes per task after 0 … ``steps``
-        policy-gradient steps of sizes ``eval_lrs`` (each step's trajectories are the data of the next,
-        as the released code's test runs), and the trajectories of each step."""
+        """``[T, steps + 1]`` mean return of ``eval_trajectories`` episodes per task (``sampling: steps``:
+        of the episodes in that many horizons' steps) after 0 … ``steps`` policy-gradient steps of sizes
+        ``eval_lrs`` (each step's trajectories are the data of the next, as the released code's test
+        runs), and the trajectories of each step."""
         params, per_task = (policy_params or self.params()), False
         copies = self.eval_trajectories or self.trajectories
         returns, trajs = [], []
         for k in range(steps + 1):
-            traj = self.sample(env, params, per_task, generator, copies)
-            returns.append(traj.episode_returns.mean((1, 2)))
+            traj = self.sample(env, params, per_task, generator, copies, shared=False)
+            returns.append(traj.mean_episode_return())
             trajs.append(traj)
             if k < steps:
                 lr = self.eval_lrs[min(k, len(self.eval_lrs) - 1)] if self.eval_lrs else self.inner_lr
@@ -321,6 +351,7 @@ class MAMLRL(Algorithm):
     def describe(self) -> str:
         what = ("joint pretraining on all tasks (no inner step)" if self.inner_steps == 0 else
                 f"{self.inner_steps} policy-gradient step(s) of lr {self.inner_lr} on {self.trajectories} "
-                f"trajectories per task, TRPO outer step (δ {self.max_kl}), "
+                f"{'horizons of steps' if self.sampling == 'steps' else 'trajectories'} per task, "
+                f"TRPO outer step (δ {self.max_kl}), "
                 f"{'first-order' if self.first_order else 'second-order'}, {self.estimator} estimator")
         return f"`{self.name_in_config or self.name}`: {what}"
