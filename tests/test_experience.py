@@ -148,7 +148,8 @@ def test_stream_equals_each_task_run_alone_until_the_step_budget(shared):
     g = torch.Generator().manual_seed(3)
     goals = 0.6 * torch.rand(5, 2, generator=g) - 0.3
     env = Navigation(horizon=8, goals=goals, tolerance=0.05)
-    noise = torch.where(torch.rand(5, 400, 1, generator=g) < 0.7, 0.0, 1.6 * torch.rand(5, 400, 2, generator=g) - 0.8)
+    pushes = 1.6 * torch.rand(5, 400, 2, generator=g) - 0.8
+    noise = torch.where(torch.rand(5, 400, 1, generator=g) < 0.7, 0.0, pushes)
     budget = 40 * (5 if shared else 1)
     traj = stream(env, _noisy_homing(goals, noise), budget, torch.Generator(), shared=shared)
     alone = [_sequential(env[i], _noisy_homing(goals[i:i + 1], noise[i:i + 1]), 200) for i in range(5)]
@@ -189,7 +190,8 @@ def test_stream_equals_each_task_run_alone_until_the_step_budget(shared):
 def test_discounted_returns_stop_at_each_packed_episodes_end():
     rewards = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     dones = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0])
-    assert discounted_returns(rewards, 0.5, dones=dones).tolist() == [2.0, 2.0, 3 + 0.5 * (4 + 0.5 * 5), 6.5, 5.0]
+    by_hand = [1 + 0.5 * 2, 2.0, 3 + 0.5 * (4 + 0.5 * 5), 4 + 0.5 * 5, 5.0]
+    assert discounted_returns(rewards, 0.5, dones=dones).tolist() == by_hand
 
 
 def test_packed_baseline_features_count_time_within_each_episode():

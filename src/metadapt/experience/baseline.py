@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 
 
-def features(observations: torch.Tensor, mask: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:
+def features(observations: torch.Tensor, mask: torch.Tensor,
+             time: torch.Tensor | None = None) -> torch.Tensor:
     """``[..., N, F]`` features of observations ``[..., N, D]`` (rows past termination are zero)."""
     obs = observations.clamp(-10, 10)
     n = obs.shape[-2]

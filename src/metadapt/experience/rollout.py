@@ -4,12 +4,12 @@
 tasks and returns :class:`Trajectories` with axes ``[T, C, E, H, …]`` (tasks, copies, episodes,
 horizon). :func:`stream` runs episodes back to back in one environment per task until a budget of
 steps, as rllab's samplers do, and returns them packed along time (``[T, 1, 1, L]``, with each step's
-index within its episode in ``time``). The policy is a function ``act(observation, last, carry) -> (action, extras, carry)``:
-``last`` is the previous step's :class:`Last` (``None`` at the start of the trial), ``carry`` is
-whatever the policy keeps between steps — an RNN's hidden state, which therefore flows across the
-episodes of a trial and is never reset between them (RL²) — and ``extras`` are tensors to keep per
-step (log-probabilities, values). Every random draw, the policy's and the environment's, comes from
-``generator``.
+index within its episode in ``time``). The policy is a function ``act(observation, last, carry) ->
+(action, extras, carry)``: ``last`` is the previous step's :class:`Last` (``None`` at the start of the
+trial), ``carry`` is whatever the policy keeps between steps — an RNN's hidden state, which therefore
+flows across the episodes of a trial and is never reset between them (RL²) — and ``extras`` are tensors
+to keep per step (log-probabilities, values). Every random draw, the policy's and the environment's,
+comes from ``generator``.
 """
 from __future__ import annotations
 
