@@ -291,10 +291,11 @@ def plot_paths(paths: dict, goals: torch.Tensor | None, path: Path, results: dic
     Figure 4) or in each episode of a trial (PEARL's Figure 5), the goal as a star (and the circle within
     which a sparse reward is paid)."""
     results = results or {}
-    reach = max([0.55] + [float(p[0].abs().max()) for per in paths.values() for p in per]
-                + ([float(goals[0].abs().max())] if goals is not None else []))
     fig, axes = plt.subplots(1, len(paths), figsize=(3.4 * len(paths), 3.4), squeeze=False)
     for ax, (name, per_step) in zip(axes[0], paths.items()):
+        # each panel its own square around its paths, so a policy that wanders does not shrink the others
+        reach = max([0.55] + [float(p[0].abs().max()) for p in per_step]
+                    + ([float(goals[0].abs().max())] if goals is not None else []))
         for k, positions in enumerate(per_step):
             xy = positions[0]
             ax.plot(xy[:, 0], xy[:, 1], lw=1.5, label=step_label(results, k))
