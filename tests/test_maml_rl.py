@@ -150,7 +150,8 @@ def test_maml_rl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
 
 @pytest.mark.parametrize("variant", [["algorithm.outer=ppo"], ["algorithm.first_order=true"],
                                      ["algorithm.inner_steps=0"], ["algorithm.estimator=maml"],
-                                     ["algorithm.outer_average=step"], ["algorithm.sampling=steps"]])
+                                     ["algorithm.outer_average=step"],
+                                     ["algorithm.sampling=steps", "algorithm.eval_sampling=steps"]])
 def test_outer_variants_train_and_resume(tmp_path, variant):
     cfg = SMALL + variant
     train(build_config(None, cfg + ["train.iterations=4"]), tmp_path / "straight", progress=False)
@@ -212,7 +213,7 @@ def test_step_budget_sampling_computes_what_one_episode_per_row_does():
     torch.manual_seed(0)
     goals = torch.tensor([[0.05, 0.0], [0.0, -0.1], [0.3, 0.3]])
     env = Navigation(horizon=10, goals=goals, tolerance=0.1)
-    agent = MAMLRL(GaussianPolicy(2, 2, [16, 16]), trajectories=3, sampling="steps",
+    agent = MAMLRL(GaussianPolicy(2, 2, [16, 16]), trajectories=3, sampling="steps", eval_sampling="steps",
                    outer_advantages="returns")
     batch = agent.experience(env, torch.Generator().manual_seed(1))
     post = batch["post"]

@@ -108,11 +108,16 @@ class MAMLRLOptions:
     eval_trajectories: int = option(0, low=0, help="trajectories per evaluation step (0: trajectories; "
                                                    "the released code: 40)")
     sampling: str = option("trajectories", choices=("trajectories", "steps"),
-                           help="trajectories: that many whole episodes per task and step; steps: rllab's "
-                                "step budget (trajectories × horizon steps per task), one environment per "
-                                "task running episodes back to back, so tasks whose episodes end early get "
-                                "more of them — in meta-training the meta-batch's total with the unfinished "
-                                "episodes dropped, at evaluation each task's own (the released code's)")
+                           help="meta-training's sampling — trajectories: that many whole episodes per "
+                                "task and step; steps: rllab's step budget (trajectories × horizon steps "
+                                "per task, the meta-batch's total), one environment per task running "
+                                "episodes back to back, so tasks whose episodes end early get more of "
+                                "them, the unfinished ones dropped (the released training script's)")
+    eval_sampling: str = option("trajectories", choices=("trajectories", "steps"),
+                                help="validation's and evaluation's sampling — trajectories: "
+                                     "eval_trajectories whole episodes per step; steps: whole episodes "
+                                     "one after another until eval_trajectories × horizon steps per task "
+                                     "(the released test script's)")
 
 
 @register("algorithm", "maml-rl")
@@ -127,7 +132,8 @@ class MAMLRL(Algorithm):
                  max_kl=0.01, cg_iterations=10, cg_damping=1e-5, backtracks=15, backtrack_ratio=0.8,
                  estimator="dice", first_order=False, metric_fraction=0.25, trust_region="adapted",
                  outer="trpo", ppo_epochs=5, ppo_clip=0.2, outer_advantages="returns", eval_steps=3,
-                 eval_lrs=(), eval_trajectories=0, outer_average="trajectory", sampling="trajectories"):
+                 eval_lrs=(), eval_trajectories=0, outer_average="trajectory", sampling="trajectories",
+                 eval_sampling="trajectories"):
         super().__init__()
         self.policy = policy
         self.inner_lr, self.inner_steps, self.trajectories = inner_lr, inner_steps, trajectories
@@ -140,7 +146,7 @@ class MAMLRL(Algorithm):
         self.eval_lrs, self.eval_trajectories = list(eval_lrs), eval_trajectories
         self.outer_advantages = outer_advantages
         self.outer_average = outer_average
-        self.sampling = sampling
+        self.sampling, self.eval_sampling = sampling, eval_sampling
 
     @classmethod
     def from_config(cls, options, parts) -> MAMLRL:
@@ -159,19 +165,20 @@ class MAMLRL(Algorithm):
 
     @torch.no_grad()
     def sample(self, env, params: Params, per_task: bool, generator: torch.Generator,
-               copies: int | None = None, shared: bool = True) -> Trajectories:
+               copies: int | None = None, evaluation: bool = False) -> Trajectories:
         """Trajectories of every task with ``params`` (shared, or with a leading task axis when
-        ``per_task``): ``copies`` episodes each, or with ``sampling: steps`` packed episodes up to
-        ``copies × horizon`` steps per task (``shared``: in all, over the batch's tasks)."""
+        ``per_task``): ``copies`` episodes each, or with ``sampling`` (``eval_sampling`` for an
+        ``evaluation``) ``steps`` packed episodes up to ``copies × horizon`` steps per task (in
+        meta-training, in all over the batch's tasks)."""
         params = {k: v.detach() for k, v in params.items()}
 
         def act(obs, last, carry):
             return self.policy.sample(params, obs, per_task, generator), {}, carry
 
         copies = copies or self.trajectories
-        if self.sampling == "steps":
-            budget = copies * env.horizon * (env.num_tasks if shared else 1)
-            return stream(env, act, budget, generator, shared=shared)
+        if (self.eval_sampling if evaluation else self.sampling) == "steps":
+            budget = copies * env.horizon * (1 if evaluation else env.num_tasks)
+            return stream(env, act, budget, generator, shared=not evaluation)
         traj, _ = rollout(env, act, copies, 1, generator)
         return traj
 
@@ -310,15 +317,15 @@ class MAMLRL(Algorithm):
     @torch.no_grad()
     def adaptation_returns(self, env, steps: int, generator: torch.Generator,
                            policy_params: Params | None = None) -> tuple[torch.Tensor, list[Trajectories]]:
-        """``[T, steps + 1]`` mean return of ``eval_trajectories`` episodes per task (``sampling: steps``:
-        of the episodes in that many horizons' steps) after 0 … ``steps`` policy-gradient steps of sizes
-        ``eval_lrs`` (each step's trajectories are the data of the next, as the released code's test
-        runs), and the trajectories of each step."""
+        """``[T, steps + 1]`` mean return of ``eval_trajectories`` episodes per task (``eval_sampling:
+        steps``: of the episodes in that many horizons' steps) after 0 … ``steps`` policy-gradient steps
+        of sizes ``eval_lrs`` (each step's trajectories are the data of the next, as the released code's
+        test runs), and the trajectories of each step."""
         params, per_task = (policy_params or self.params()), False
         copies = self.eval_trajectories or self.trajectories
         returns, trajs = [], []
         for k in range(steps + 1):
-            traj = self.sample(env, params, per_task, generator, copies, shared=False)
+            traj = self.sample(env, params, per_task, generator, copies, evaluation=True)
             returns.append(traj.mean_episode_return())
             trajs.append(traj)
             if k < steps:
