@@ -146,6 +146,9 @@ def test_maml_rl_trains_resumes_bit_for_bit_and_evaluates(tmp_path, capsys):
     results = json.loads((tmp_path / "straight" / "eval" / "results.json").read_text())
     assert len(results["methods"]["maml-rl"]["curve"]) == 4     # after 0, 1, 2, 3 steps
     assert (tmp_path / "straight" / "plots" / "paths.png").is_file()
+    assert main(["eval", str(tmp_path / "straight"), "--no-progress", "--no-scratch"]) == 0
+    results = json.loads((tmp_path / "straight" / "eval" / "results.json").read_text())
+    assert "scratch" not in results["methods"] and "maml-rl" in results["methods"]
 
 
 @pytest.mark.parametrize("variant", [["algorithm.outer=ppo"], ["algorithm.first_order=true"],

@@ -86,7 +86,7 @@ def _evaluate(run: Run, compare, tasks, steps, progress, scratch) -> dict:
     if getattr(run.family, "reinforcement", False):
         from metadapt.evaluation.rl import evaluate_rl
 
-        return evaluate_rl(run, compare, tasks=tasks, progress=progress)
+        return evaluate_rl(run, compare, tasks=tasks, progress=progress, scratch=scratch)
     cfg = run.config.eval
     tasks = cfg.tasks if tasks is None else tasks
     steps = cfg.steps if steps is None else steps

@@ -98,11 +98,12 @@ def strategies(env, tuning_env, episodes: int, seed: int) -> dict[str, tuple]:
     return {}
 
 
-def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True) -> dict:
+def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True,
+                scratch: bool = True) -> dict:
     """Total reward per trial of ``run``'s agent, each ``compare`` run's and every hand-designed
     strategy's on the same held-out tasks; writes ``eval/results.json``, figures and ``report.md``."""
     if hasattr(run.algorithm, "adaptation_returns"):
-        return evaluate_adaptation(run, compare, tasks, progress)
+        return evaluate_adaptation(run, compare, tasks, progress, scratch)
     cfg = run.config.eval
     tasks = cfg.tasks if tasks is None else tasks
     family, device = run.family, run.device
@@ -201,7 +202,8 @@ def _write_outputs(run, results: dict, figures: dict[str, str], agents: dict) ->
     return results
 
 
-def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: bool = True) -> dict:
+def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: bool = True,
+                        scratch: bool = True) -> dict:
     """For agents adapted by gradient steps (MAML for RL): the mean return after 0, 1, …, ``eval_steps``
     steps on the same held-out tasks, for the run, each ``compare`` run (e.g. the pretrained policy)
     and training from scratch with the same steps."""
@@ -214,7 +216,8 @@ def evaluate_adaptation(run, compare=(), tasks: int | None = None, progress: boo
         pretrained = getattr(other.algorithm, "inner_steps", 1) == 0
         name = "pretrained" if pretrained else other.config.algorithm.name
         agents[name if name not in agents else f"{name}:{other.path.name}"] = other.algorithm
-    agents["scratch"] = run.algorithm.scratch(cfg.seed)
+    if scratch:
+        agents["scratch"] = run.algorithm.scratch(cfg.seed)
     results = {"kind": "reinforcement", "family": run.config.task.family, "tasks": tasks, "seed": cfg.seed,
                "episodes": 1, "horizon": env.horizon,
                "unit": getattr(run.algorithm, "adaptation_unit", "adaptation steps"), "steps": steps,
