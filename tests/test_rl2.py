@@ -26,13 +26,14 @@ def small(iterations, *extra):
     return build_config(None, SMALL + [f"train.iterations={iterations}", *extra])
 
 
-def mdp_agent(hidden=32, episodes=3):
+def mdp_agent(hidden=32, episodes=3, critic="shared"):
     torch.manual_seed(0)
-    return RL2(RecurrentPolicy(10, 5, hidden), episodes=episodes)
+    return RL2(RecurrentPolicy(10, 5, hidden, critic), episodes=episodes)
 
 
-def test_hidden_state_is_carried_across_the_episodes_of_a_trial():
-    agent = mdp_agent()
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_hidden_state_is_carried_across_the_episodes_of_a_trial(critic):
+    agent = mdp_agent(critic=critic)
     env = TabularMDPFamily(TabularOptions(horizon=4, episodes=3)).sample(6, torch.Generator().manual_seed(1))
     traj = agent.play(env, torch.Generator().manual_seed(2), trials=2).trials()
     # log-probabilities recorded while acting = those of the whole trial read from a zero hidden state
@@ -47,6 +48,28 @@ def test_hidden_state_is_carried_across_the_episodes_of_a_trial():
     assert not torch.allclose(reset_logits[:, 0], logits[:, 4], atol=1e-3)
     # and the previous step's done flag (end of episode 1) is what the first step of episode 2 reads
     assert torch.all(inputs[:, 4, -1] == 1) and torch.all(inputs[:, 1:4, -1] == 0)
+
+
+def test_a_separate_critic_has_its_own_gru_and_leaves_the_shared_model_unchanged():
+    shared, separate = mdp_agent().policy, mdp_agent(critic="separate").policy
+    for name, weight in shared.state_dict().items():  # same draws for every weight the two share
+        assert torch.equal(weight, separate.state_dict()[name]), name
+    inputs = torch.randn(4, 6, 17)
+    logits, values, hidden = separate(inputs)
+    assert hidden.shape == (1, 4, 64)
+    assert torch.allclose(logits, shared(inputs)[0])  # the policy reads only its own GRU
+    assert not torch.allclose(values, shared(inputs)[1])
+    values.sum().backward()  # the value's gradient reaches only the critic's GRU and the value head
+    assert all(p.grad is None for p in [*separate.gru.parameters(), *separate.policy.parameters()])
+    assert all(p.grad is not None for p in [*separate.critic_gru.parameters(), *separate.value.parameters()])
+    # acting one step at a time, both states carried, equals the whole sequence
+    state, steps = None, []
+    for t in range(6):
+        step_logits, step_values, state = separate.step(inputs[:, t], state)
+        steps.append((step_logits, step_values))
+    assert torch.allclose(torch.stack([s[0] for s in steps], 1), logits, atol=1e-6)
+    assert torch.allclose(torch.stack([s[1] for s in steps], 1), values, atol=1e-6)
+    assert torch.allclose(state, hidden, atol=1e-6)
 
 
 def test_each_trial_starts_from_a_zero_hidden_state_and_no_previous_step():
@@ -130,7 +153,8 @@ def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path,
     assert (tmp_path / "run" / "plots" / "trial_curves.png").is_file()
 
 
-@pytest.mark.parametrize("extra", [[], ["algorithm.anneal_lr=true"]], ids=["constant-lr", "annealed-lr"])
+@pytest.mark.parametrize("extra", [[], ["algorithm.anneal_lr=true"], ["model.critic=separate"]],
+                         ids=["constant-lr", "annealed-lr", "separate-critic"])
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, extra):
     import os
     import signal

@@ -6,6 +6,11 @@ The same GRU runs one step at a time while acting (:meth:`RecurrentPolicy.step`)
 trials when training (:meth:`RecurrentPolicy.forward`); both give the same numbers. Heads are
 initialised as CleanRL's PPO does: orthogonal weights, gain 0.01 for the policy (a nearly uniform
 first policy) and 1 for the value.
+
+``critic: separate`` gives the value its own GRU over the same inputs, so the policy's recurrent
+features are shaped by the policy gradient alone (Andrychowicz et al. 2021, "What matters in
+on-policy reinforcement learning?", found separate policy and value networks better for PPO); the
+carried hidden state is then both GRUs' states side by side, ``[1, B, 2H]``.
 """
 from __future__ import annotations
 
@@ -25,9 +30,14 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
+CRITIC_HELP = ("shared: one GRU feeds the policy and the value heads; separate: the value has its own GRU "
+               "of the same size (twice the compute)")
+
+
 @dataclass
 class RecurrentPolicyOptions:
     hidden: int = option(256, positive=True, high=100_000, help="GRU units (RL²: 256)")
+    critic: str = option("shared", choices=("shared", "separate"), help=CRITIC_HELP)
 
 
 @register("model", "recurrent-policy")
@@ -37,12 +47,22 @@ class RecurrentPolicy(nn.Module):
     Options = RecurrentPolicyOptions
     continuous = False
 
-    def __init__(self, observation_size: int, actions: int, hidden: int = 256):
+    def __init__(self, observation_size: int, actions: int, hidden: int = 256, critic: str = "shared"):
         super().__init__()
         self.actions, self.hidden = actions, hidden
         self.gru = nn.GRU(observation_size + actions + 2, hidden, batch_first=True)
         self.policy = _orthogonal(nn.Linear(hidden, actions), 0.01)
         self.value = _orthogonal(nn.Linear(hidden, 1), 1.0)
+        self._add_critic(critic)
+
+    def _add_critic(self, critic: str) -> None:
+        """The value's own GRU when ``critic`` is ``separate`` (drawn after every other weight, so the
+        shared model's initialization is the same with either)."""
+        if critic not in ("shared", "separate"):
+            raise ValueError(f"critic must be shared or separate, not {critic!r}")
+        self.critic = critic
+        self.critic_gru = (nn.GRU(self.gru.input_size, self.hidden, batch_first=True) if critic == "separate"
+                           else None)
 
     @classmethod
     def from_options(cls, options: RecurrentPolicyOptions, input_shape: tuple[int, ...],
@@ -51,9 +71,11 @@ class RecurrentPolicy(nn.Module):
         size = 1
         for d in input_shape:
             size *= int(d)
-        return cls(size, outputs, options.hidden)
+        return cls(size, outputs, options.hidden, options.critic)
 
     def describe(self) -> str:
+        if self.critic == "separate":
+            return f"a GRU of {self.hidden} units with a policy head, and another with a value head (RL²)"
         return f"a GRU of {self.hidden} units with policy and value heads (RL²)"
 
     def inputs(self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
@@ -71,9 +93,15 @@ class RecurrentPolicy(nn.Module):
         return torch.distributions.Categorical(logits=logits)
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
-        """``inputs [B, N, F]`` → logits ``[B, N, A]``, values ``[B, N]``, final hidden ``[1, B, H]``."""
-        out, hidden = self.gru(inputs, hidden)
-        return self.policy(out), self.value(out)[..., 0], hidden
+        """``inputs [B, N, F]`` → logits ``[B, N, A]``, values ``[B, N]``, final hidden ``[1, B, H]``
+        (``[1, B, 2H]`` with a separate critic: the policy's state, then the value's)."""
+        if self.critic_gru is None:
+            out, hidden = self.gru(inputs, hidden)
+            return self.policy(out), self.value(out)[..., 0], hidden
+        own, critic = (None, None) if hidden is None else hidden.split(self.hidden, -1)
+        out, own = self.gru(inputs, own)
+        critic_out, critic = self.critic_gru(inputs, critic)
+        return self.policy(out), self.value(critic_out)[..., 0], torch.cat([own, critic], -1)
 
     def step(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
         """One step for a batch ``inputs [B, F]``: logits ``[B, A]``, values ``[B]``, hidden."""
@@ -84,6 +112,7 @@ class RecurrentPolicy(nn.Module):
 @dataclass
 class RecurrentGaussianPolicyOptions:
     hidden: int = option(256, positive=True, high=100_000, help="GRU units (RL²: 256)")
+    critic: str = option("shared", choices=("shared", "separate"), help=CRITIC_HELP)
     init_std: float = option(1.0, positive=True, help="initial standard deviation of every action entry")
 
 
@@ -96,22 +125,25 @@ class RecurrentGaussianPolicy(RecurrentPolicy):
     Options = RecurrentGaussianPolicyOptions
     continuous = True
 
-    def __init__(self, observation_size: int, action_size: int, hidden: int = 256, init_std: float = 1.0):
+    def __init__(self, observation_size: int, action_size: int, hidden: int = 256, init_std: float = 1.0,
+                 critic: str = "shared"):
         nn.Module.__init__(self)
         self.actions, self.hidden = action_size, hidden
         self.gru = nn.GRU(observation_size + action_size + 2, hidden, batch_first=True)
         self.policy = _orthogonal(nn.Linear(hidden, action_size), 0.01)
         self.value = _orthogonal(nn.Linear(hidden, 1), 1.0)
         self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
+        self._add_critic(critic)
 
     @classmethod
     def from_options(cls, options: RecurrentGaussianPolicyOptions, input_shape: tuple[int, ...],
                      outputs: int) -> RecurrentGaussianPolicy:
         """``input_shape``: one observation's shape; ``outputs``: the action size."""
-        return cls(math.prod(input_shape), outputs, options.hidden, options.init_std)
+        return cls(math.prod(input_shape), outputs, options.hidden, options.init_std, options.critic)
 
     def describe(self) -> str:
-        return (f"a GRU of {self.hidden} units with a Gaussian policy head (learned σ) and a value head "
+        value = "another with a value head" if self.critic == "separate" else "a value head"
+        return (f"a GRU of {self.hidden} units with a Gaussian policy head (learned σ) and {value} "
                 "(RL² for continuous actions)")
 
     def inputs(self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
