@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from metadapt.algorithms.rl.maml_rl import MAMLRL, reinforce_objective, sampling_term
+from metadapt.algorithms.rl.maml_rl import VALIDATION_SEED, MAMLRL, reinforce_objective, sampling_term
 from metadapt.experience import discounted_returns
 from metadapt.config import build_config
 from metadapt.envs import NavigationFamily
@@ -246,3 +246,18 @@ def test_step_budget_sampling_computes_what_one_episode_per_row_does():
     returns, trajs = agent.adaptation_returns(env, 2, torch.Generator().manual_seed(2))
     assert returns.shape == (3, 3) and all(t.packed for t in trajs)
     assert all(int(t.mask[i].sum()) >= 3 * 10 for t in trajs for i in range(3))   # each task's own budget
+
+
+def test_validation_scores_the_return_after_val_steps_steps():
+    goals = torch.tensor([[0.2, 0.1], [-0.3, 0.0]])
+    env = Navigation(horizon=8, goals=goals)
+    for val_steps, scored in [(0, 1), (3, 3)]:
+        torch.manual_seed(0)
+        agent = MAMLRL(GaussianPolicy(2, 2, [8]), trajectories=2, inner_lr=0.5, val_steps=val_steps)
+        metrics = agent.validation_metrics(env)
+        returns, _ = agent.adaptation_returns(env, scored, torch.Generator().manual_seed(VALIDATION_SEED))
+        assert metrics["return"] == pytest.approx(float(returns[:, -1].mean()))
+        assert metrics["return_before"] == pytest.approx(float(returns[:, 0].mean()))
+    config = build_config(None, ["task.family=navigation-2d", "model.name=gaussian-policy",
+                                 "algorithm.name=maml-rl", "algorithm.val_steps=2"])
+    assert config.algorithm.val_steps == 2

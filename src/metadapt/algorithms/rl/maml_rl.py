@@ -101,7 +101,10 @@ class MAMLRLOptions:
     outer_average: str = option("trajectory", choices=("trajectory", "step"),
                                 help="outer surrogate per task: the mean over trajectories of Σ_t ρÂ (the "
                                      "return's gradient) or the mean over steps of ρÂ (the released code's)")
-    eval_steps: int = option(3, low=0, high=1000, help="adaptation steps measured by validation and eval")
+    eval_steps: int = option(3, low=0, high=1000, help="adaptation steps measured by eval")
+    val_steps: int = option(0, low=0, high=1000,
+                            help="adaptation steps after which validation scores the return, choosing the "
+                                 "best checkpoint (0: inner_steps, at least one)")
     eval_lrs: list[float] = option([], positive=True,
                                    help="step size of each evaluation step (empty: inner_lr; the released "
                                         "code: 0.5 then 0.25)")
@@ -133,7 +136,7 @@ class MAMLRL(Algorithm):
                  estimator="dice", first_order=False, metric_fraction=0.25, trust_region="adapted",
                  outer="trpo", ppo_epochs=5, ppo_clip=0.2, outer_advantages="returns", eval_steps=3,
                  eval_lrs=(), eval_trajectories=0, outer_average="trajectory", sampling="trajectories",
-                 eval_sampling="trajectories"):
+                 eval_sampling="trajectories", val_steps=0):
         super().__init__()
         self.policy = policy
         self.inner_lr, self.inner_steps, self.trajectories = inner_lr, inner_steps, trajectories
@@ -147,6 +150,7 @@ class MAMLRL(Algorithm):
         self.outer_advantages = outer_advantages
         self.outer_average = outer_average
         self.sampling, self.eval_sampling = sampling, eval_sampling
+        self.val_steps = val_steps
 
     @classmethod
     def from_config(cls, options, parts) -> MAMLRL:
@@ -340,8 +344,9 @@ class MAMLRL(Algorithm):
         return self.adaptation_returns(env, self.eval_steps, generator)
 
     def validation_metrics(self, env) -> dict[str, float]:
-        """Mean return after ``inner_steps`` adaptation steps (``query_loss`` is its negative)."""
-        returns, _ = self.adaptation_returns(env, max(self.inner_steps, 1),
+        """Mean return after ``val_steps`` adaptation steps (0: ``inner_steps``, at least one;
+        ``query_loss`` is its negative)."""
+        returns, _ = self.adaptation_returns(env, self.val_steps or max(self.inner_steps, 1),
                                              torch.Generator().manual_seed(VALIDATION_SEED))
         value = float(returns[:, -1].mean())
         return {"query_loss": -value, "return": value, "return_before": float(returns[:, 0].mean())}
