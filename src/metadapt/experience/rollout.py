@@ -89,8 +89,7 @@ class Trajectories:
         obs, keep = self.observations[:, 0, 0, :length], keep[:, :length]
         last = (keep.sum(-1) - 1).clamp(min=0)
         final = obs[torch.arange(obs.shape[0]), last]
-        shape = (*keep.shape, *([1] * (obs.dim() - 2)))
-        return torch.where(keep.reshape(shape), obs, final[:, None])
+        return _where(keep, obs, final[:, None])
 
     def steps(self) -> int:
         """Environment steps taken (masked steps excluded, unless ``taken`` counts them)."""
@@ -148,6 +147,11 @@ def rollout(env: EnvBatch, act: Policy, copies: int, episodes: int, generator: t
 
 
 @torch.no_grad()
+def _where(condition: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.where`` with a ``[T, C]`` condition broadcast over the entries' trailing axes."""
+    return torch.where(condition.reshape(*condition.shape, *([1] * (b.dim() - 2))), a, b)
+
+
 def stream(env: EnvBatch, act: Policy, budget: int, generator: torch.Generator,
            shared: bool = False) -> Trajectories:
     """Episodes of every task run back to back in one environment per task, reset as each ends, until
@@ -187,9 +191,8 @@ def stream(env: EnvBatch, act: Policy, budget: int, generator: torch.Generator,
         if bool((stop >= 0).all()):
             break
         fresh_state, fresh_obs = env.reset(1, generator)
-        state = {k: torch.where(ended.reshape(*ended.shape, *([1] * (v.dim() - 2))), fresh_state[k], v)
-                 for k, v in state.items()}
-        obs = torch.where(ended.reshape(*ended.shape, *([1] * (next_obs.dim() - 2))), fresh_obs, next_obs)
+        state = {k: _where(ended, fresh_state[k], v) for k, v in state.items()}
+        obs = _where(ended, fresh_obs, next_obs)
         time = torch.where(ended, 0, time + 1)
     else:
         raise RuntimeError(f"stream: the budget of {budget} steps was not reached in {limit} steps")
