@@ -27,7 +27,7 @@ from metadapt.progress import track
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import EngFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, MaxNLocator  # noqa: E402
 
 TUNING_SEED_OFFSET = 77_777  # tuning tasks: never the test tasks
 #: the RL² authors' grids (their evaluate_bandits.py): c and ε over 0, 0.1, …, 1
@@ -311,6 +311,8 @@ def plot_paths(paths: dict, goals: torch.Tensor | None, path: Path, results: dic
         ax.set_xlim(-1.1 * reach, 1.1 * reach)
         ax.set_ylim(-1.1 * reach, 1.1 * reach)
         ax.set_aspect("equal")
+        for axis in (ax.xaxis, ax.yaxis):  # a few ticks, so labels such as −0.50 and −0.25 never touch
+            axis.set_major_locator(MaxNLocator(5))
         ax.grid(alpha=0.3)
         ax.set_xlabel("x")
     axes[0][0].set_ylabel("y")
