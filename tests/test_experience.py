@@ -151,7 +151,15 @@ def test_stream_equals_each_task_run_alone_until_the_step_budget(shared):
     pushes = 1.6 * torch.rand(5, 400, 2, generator=g) - 0.8
     noise = torch.where(torch.rand(5, 400, 1, generator=g) < 0.7, 0.0, pushes)
     budget = 40 * (5 if shared else 1)
-    traj = stream(env, _noisy_homing(goals, noise), budget, torch.Generator(), shared=shared)
+    homing = _noisy_homing(goals, noise)
+    seen_grad = []
+
+    def act(obs, last, carry):  # sampling records no autograd graph
+        seen_grad.append(torch.is_grad_enabled())
+        return homing(obs, last, carry)
+
+    traj = stream(env, act, budget, torch.Generator(), shared=shared)
+    assert seen_grad and not any(seen_grad)
     alone = [_sequential(env[i], _noisy_homing(goals[i:i + 1], noise[i:i + 1]), 200) for i in range(5)]
     lengths = {len(steps) for task in alone for _, steps in task}
     assert len(lengths) > 3                                           # episodes end at many different steps

@@ -146,12 +146,12 @@ def rollout(env: EnvBatch, act: Policy, copies: int, episodes: int, generator: t
                         stack(next_steps)), carry
 
 
-@torch.no_grad()
 def _where(condition: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.where`` with a ``[T, C]`` condition broadcast over the entries' trailing axes."""
     return torch.where(condition.reshape(*condition.shape, *([1] * (b.dim() - 2))), a, b)
 
 
+@torch.no_grad()
 def stream(env: EnvBatch, act: Policy, budget: int, generator: torch.Generator,
            shared: bool = False) -> Trajectories:
     """Episodes of every task run back to back in one environment per task, reset as each ends, until
