@@ -72,6 +72,71 @@ def test_a_separate_critic_has_its_own_gru_and_leaves_the_shared_model_unchanged
     assert torch.allclose(state, hidden, atol=1e-6)
 
 
+def test_task_features_are_each_task_s_defining_fields():
+    from metadapt.envs import NavigationFamily
+    from metadapt.envs.navigation import NavigationOptions
+
+    g = torch.Generator().manual_seed(0)
+    bandits = BanditFamily(BanditOptions(arms=3, pulls=5)).sample(4, g)
+    assert torch.equal(bandits.task_features(), bandits.probs)
+    mdp = TabularMDPFamily(TabularOptions(horizon=4, episodes=2)).sample(4, g)
+    assert mdp.task_features().shape == (4, 10 * 5 + 10 * 5 * 10)
+    expected = torch.cat([mdp.reward_means.flatten(1), mdp.transitions.flatten(1)], 1)
+    assert torch.equal(mdp.task_features(), expected)
+    nav = NavigationFamily(NavigationOptions()).sample(4, g)
+    assert torch.equal(nav.task_features(), nav.goals)
+
+
+def test_a_task_critic_reads_the_task_in_its_value_only():
+    shared = mdp_agent().policy
+    torch.manual_seed(0)
+    model = RecurrentPolicy(10, 5, 32, "task")
+    with pytest.raises(ValueError, match="know_task"):
+        model(torch.randn(2, 3, 17), task=torch.randn(2, 7))
+    model.know_task(7)
+    for name, weight in shared.state_dict().items():  # same draws for every weight shared with the recipe
+        assert torch.equal(weight, model.state_dict()[name]), name
+    inputs, task = torch.randn(4, 6, 17), torch.randn(4, 7)
+    with pytest.raises(ValueError, match="task="):
+        model(inputs)
+    logits, values, hidden = model(inputs, task=task)
+    other_logits, other_values, _ = model(inputs, task=task + 1)
+    assert torch.equal(logits, other_logits) and torch.allclose(logits, shared(inputs)[0])  # acts on history
+    assert not torch.allclose(values, other_values)  # the value depends on the task
+    values.sum().backward()
+    assert all(p.grad is None for p in [*model.gru.parameters(), *model.policy.parameters()])
+    assert model.critic_gru.weight_ih_l0.grad[:, -7:].abs().sum() > 0  # through the task's input columns
+    state, steps = None, []
+    for t in range(6):
+        step_logits, step_values, state = model.step(inputs[:, t], state, task)
+        steps.append((step_logits, step_values))
+    assert torch.allclose(torch.stack([s[0] for s in steps], 1), logits, atol=1e-6)
+    assert torch.allclose(torch.stack([s[1] for s in steps], 1), values, atol=1e-6)
+    assert torch.allclose(state, hidden, atol=1e-6)
+
+
+def test_a_task_critic_s_recorded_values_are_those_training_recomputes_with_each_trial_s_own_task():
+    torch.manual_seed(0)
+    policy = RecurrentPolicy(10, 5, 32, "task")
+    policy.know_task(550)
+    agent = RL2(policy, episodes=3, trials=2)
+    env = TabularMDPFamily(TabularOptions(horizon=4, episodes=3)).sample(5, torch.Generator().manual_seed(1))
+    batch = agent.experience(env, torch.Generator().manual_seed(2))
+    assert torch.equal(batch["task"], env.task_features().repeat_interleave(2, 0))  # trial 2·i + j: task i
+    index = torch.arange(10)
+    log_probs, _, values = agent.evaluate_actions(batch, index)
+    assert torch.allclose(log_probs, batch["log_probs"], atol=1e-5)
+    assert torch.allclose(values, batch["values"], atol=1e-5)
+    shuffled = dict(batch, task=batch["task"].flip(0))  # another task's description gives other values
+    assert not torch.allclose(agent.evaluate_actions(shuffled, index)[2], batch["values"], atol=1e-3)
+
+
+def test_a_task_critic_is_sized_for_the_family_s_tasks_and_reloads(tmp_path):
+    train(small(2, "model.critic=task"), tmp_path / "run", progress=False)
+    policy = load(tmp_path / "run").algorithm.policy  # rebuilt from the run's config, weights loaded
+    assert policy.critic_gru.input_size == policy.gru.input_size + 5  # the bandits' five probabilities
+
+
 def test_each_trial_starts_from_a_zero_hidden_state_and_no_previous_step():
     agent = mdp_agent()
     env = BanditFamily(BanditOptions(arms=5, pulls=6)).sample(3, torch.Generator().manual_seed(0))
@@ -153,8 +218,9 @@ def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path,
     assert (tmp_path / "run" / "plots" / "trial_curves.png").is_file()
 
 
-@pytest.mark.parametrize("extra", [[], ["algorithm.anneal_lr=true"], ["model.critic=separate"]],
-                         ids=["constant-lr", "annealed-lr", "separate-critic"])
+@pytest.mark.parametrize("extra", [[], ["algorithm.anneal_lr=true"], ["model.critic=separate"],
+                                   ["model.critic=task"]],
+                         ids=["constant-lr", "annealed-lr", "separate-critic", "task-critic"])
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, extra):
     import os
     import signal

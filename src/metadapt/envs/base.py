@@ -74,6 +74,12 @@ class EnvBatch:
     def discrete(self) -> bool:
         return self.actions is not None
 
+    def task_features(self) -> torch.Tensor:
+        """``[T, D]``: every field that defines a task (an arm's probabilities, a goal, an MDP's reward
+        means and transitions), flattened — what a critic that knows the task reads during training
+        (``model.critic: task``); a policy never sees it."""
+        return torch.cat([v.flatten(1).float() for v in self._tensors().values()], -1)
+
     # ----- stepping ---------------------------------------------------------------------------------
     def noise(self, copies: int, generator: torch.Generator) -> torch.Tensor:
         """One step's random draws for ``copies`` copies of every task: ``[T, C, noise_size]``."""

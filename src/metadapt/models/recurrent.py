@@ -11,6 +11,14 @@ first policy) and 1 for the value.
 features are shaped by the policy gradient alone (Andrychowicz et al. 2021, "What matters in
 on-policy reinforcement learning?", found separate policy and value networks better for PPO); the
 carried hidden state is then both GRUs' states side by side, ``[1, B, 2H]``.
+
+``critic: task`` is that separate value GRU with the task's own description (:meth:`EnvBatch.task_features
+<metadapt.envs.base.EnvBatch.task_features>`: the arms' probabilities, the MDP, the goal) appended to
+its inputs at every step — an asymmetric actor-critic (Pinto et al. 2018, "Asymmetric actor critic for
+image-based robot learning"). Only training reads the value, so the policy still acts on its history
+alone, in training and at test time; what changes is the baseline: ``V(h_t, task)`` no longer has to
+average over the tasks the history cannot yet tell apart, which removes that spread from the
+advantages of a trial's early, exploratory actions.
 """
 from __future__ import annotations
 
@@ -31,13 +39,15 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
 
 
 CRITIC_HELP = ("shared: one GRU feeds the policy and the value heads; separate: the value has its own GRU "
-               "of the same size (twice the compute)")
+               "of the same size (twice the compute); task: that GRU also reads the task's description "
+               "(training only: the policy still sees only its history)")
+CRITICS = ("shared", "separate", "task")
 
 
 @dataclass
 class RecurrentPolicyOptions:
     hidden: int = option(256, positive=True, high=100_000, help="GRU units (RL²: 256)")
-    critic: str = option("shared", choices=("shared", "separate"), help=CRITIC_HELP)
+    critic: str = option("shared", choices=CRITICS, help=CRITIC_HELP)
 
 
 @register("model", "recurrent-policy")
@@ -57,12 +67,25 @@ class RecurrentPolicy(nn.Module):
 
     def _add_critic(self, critic: str) -> None:
         """The value's own GRU when ``critic`` is ``separate`` (drawn after every other weight, so the
-        shared model's initialization is the same with either)."""
-        if critic not in ("shared", "separate"):
-            raise ValueError(f"critic must be shared or separate, not {critic!r}")
-        self.critic = critic
+        shared model's initialization is the same with either); with ``task`` it is drawn by
+        :meth:`know_task`, once the task description's size is known."""
+        if critic not in CRITICS:
+            raise ValueError(f"critic must be one of {', '.join(CRITICS)}, not {critic!r}")
+        self.critic, self.task_size = critic, 0
         self.critic_gru = (nn.GRU(self.gru.input_size, self.hidden, batch_first=True) if critic == "separate"
                            else None)
+
+    def know_task(self, task_size: int) -> None:
+        """Give a ``critic: task`` model its value GRU, reading the step inputs and ``task_size`` more."""
+        if self.critic != "task":
+            raise ValueError("know_task is for critic: task")
+        self.task_size = task_size
+        self.critic_gru = nn.GRU(self.gru.input_size + task_size, self.hidden, batch_first=True)
+
+    @property
+    def reads_task(self) -> bool:
+        """Whether the value needs the task's description (``task=`` of :meth:`forward`)."""
+        return self.critic == "task"
 
     @classmethod
     def from_options(cls, options: RecurrentPolicyOptions, input_shape: tuple[int, ...],
@@ -76,6 +99,9 @@ class RecurrentPolicy(nn.Module):
     def describe(self) -> str:
         if self.critic == "separate":
             return f"a GRU of {self.hidden} units with a policy head, and another with a value head (RL²)"
+        if self.critic == "task":
+            return (f"a GRU of {self.hidden} units with a policy head, and another that also reads the task "
+                    "with a value head (RL² with an asymmetric critic)")
         return f"a GRU of {self.hidden} units with policy and value heads (RL²)"
 
     def inputs(self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
@@ -92,27 +118,37 @@ class RecurrentPolicy(nn.Module):
         """The action distribution at the policy head's output."""
         return torch.distributions.Categorical(logits=logits)
 
-    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None,
+                task: torch.Tensor | None = None):
         """``inputs [B, N, F]`` → logits ``[B, N, A]``, values ``[B, N]``, final hidden ``[1, B, H]``
-        (``[1, B, 2H]`` with a separate critic: the policy's state, then the value's)."""
-        if self.critic_gru is None:
+        (``[1, B, 2H]`` with a separate critic: the policy's state, then the value's). ``task [B, D]``:
+        each sequence's task description, which a ``critic: task`` model needs."""
+        if self.critic == "shared":
             out, hidden = self.gru(inputs, hidden)
             return self.policy(out), self.value(out)[..., 0], hidden
+        if self.critic_gru is None:
+            raise ValueError("a critic: task model needs know_task(size) before use")
+        critic_inputs = inputs
+        if self.reads_task:
+            if task is None:
+                raise ValueError("a critic: task model's value reads the task: pass task=[B, D]")
+            critic_inputs = torch.cat([inputs, task[:, None, :].expand(-1, inputs.shape[1], -1)], -1)
         own, critic = (None, None) if hidden is None else hidden.split(self.hidden, -1)
         out, own = self.gru(inputs, own)
-        critic_out, critic = self.critic_gru(inputs, critic)
+        critic_out, critic = self.critic_gru(critic_inputs, critic)
         return self.policy(out), self.value(critic_out)[..., 0], torch.cat([own, critic], -1)
 
-    def step(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
+    def step(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None,
+             task: torch.Tensor | None = None):
         """One step for a batch ``inputs [B, F]``: logits ``[B, A]``, values ``[B]``, hidden."""
-        logits, values, hidden = self(inputs[:, None], hidden)
+        logits, values, hidden = self(inputs[:, None], hidden, task)
         return logits[:, 0], values[:, 0], hidden
 
 
 @dataclass
 class RecurrentGaussianPolicyOptions:
     hidden: int = option(256, positive=True, high=100_000, help="GRU units (RL²: 256)")
-    critic: str = option("shared", choices=("shared", "separate"), help=CRITIC_HELP)
+    critic: str = option("shared", choices=CRITICS, help=CRITIC_HELP)
     init_std: float = option(1.0, positive=True, help="initial standard deviation of every action entry")
 
 
@@ -142,7 +178,9 @@ class RecurrentGaussianPolicy(RecurrentPolicy):
         return cls(math.prod(input_shape), outputs, options.hidden, options.init_std, options.critic)
 
     def describe(self) -> str:
-        value = "another with a value head" if self.critic == "separate" else "a value head"
+        value = {"separate": "another with a value head",
+                 "task": "another that also reads the task with a value head"}.get(self.critic,
+                                                                                  "a value head")
         return (f"a GRU of {self.hidden} units with a Gaussian policy head (learned σ) and {value} "
                 "(RL² for continuous actions)")
 

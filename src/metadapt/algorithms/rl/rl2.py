@@ -77,8 +77,14 @@ class RL2(Algorithm):
             raise UserError(f"task.family={parts.config.task.family} has {kind} actions: use "
                             f"model.name={'recurrent-gaussian-policy' if continuous else 'recurrent-policy'}")
         outputs = probe.action_dim if continuous else probe.actions
-        policy = parts.seeded(lambda: parts.model_for(probe.observation_shape, outputs))
-        return cls(policy, episodes=parts.family.episodes_per_trial, **vars(options))
+
+        def build():
+            policy = parts.model_for(probe.observation_shape, outputs)
+            if getattr(policy, "reads_task", False):
+                policy.know_task(probe.task_features().shape[-1])
+            return policy
+
+        return cls(parts.seeded(build), episodes=parts.family.episodes_per_trial, **vars(options))
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -86,10 +92,14 @@ class RL2(Algorithm):
         check_rl_recipe(config, ("recurrent-policy", "recurrent-gaussian-policy"), "bandits")
 
     # ----- acting -----------------------------------------------------------------------------------
-    def actor(self, generator: torch.Generator, greedy: bool = False):
+    def _task(self, env) -> torch.Tensor | None:
+        """``[T, D]`` the tasks' descriptions when the value reads them (``model.critic: task``)."""
+        return env.task_features() if getattr(self.policy, "reads_task", False) else None
+
+    def actor(self, generator: torch.Generator, greedy: bool = False, task: torch.Tensor | None = None):
         """The policy as ``rollout`` calls it: the GRU's hidden state is the carry, so it flows through
         every episode of the trial; actions are sampled from ``generator`` (``greedy``: the most
-        probable)."""
+        probable). ``task [T, D]`` reaches only the value (``model.critic: task``)."""
 
         def act(obs, last, hidden):
             t, c = obs.shape[:2]
@@ -100,7 +110,8 @@ class RL2(Algorithm):
                 x = self.policy.inputs(obs, none, zero, zero, first=torch.ones_like(zero))
             else:
                 x = self.policy.inputs(obs, last.action, last.reward, last.done)
-            head, value, hidden = self.policy.step(x.reshape(t * c, -1), hidden)
+            copies = None if task is None else task.repeat_interleave(c, 0)
+            head, value, hidden = self.policy.step(x.reshape(t * c, -1), hidden, copies)
             if self.policy.continuous:
                 dist = self.policy.distribution(head)
                 if greedy:
@@ -130,8 +141,8 @@ class RL2(Algorithm):
         was_training = self.training
         self.eval()
         try:
-            traj, _ = rollout(env, self.actor(generator, greedy), trials or self.trials, self.episodes,
-                              generator)
+            traj, _ = rollout(env, self.actor(generator, greedy, self._task(env)), trials or self.trials,
+                              self.episodes, generator)
         finally:
             self.train(was_training)
         return traj
@@ -157,15 +168,20 @@ class RL2(Algorithm):
         rewards, mask, values = flat(traj.rewards), flat(traj.mask), flat(traj.extras["value"])
         advantages = gae(rewards * self.reward_scale, values, self.gamma, self.gae_lambda, mask)
         per_trial = rewards.sum(-1)
-        return {"inputs": self.sequence_inputs(traj), "actions": flat(traj.actions),
-                "log_probs": flat(traj.extras["log_prob"]), "values": values, "advantages": advantages,
-                "returns": advantages + values, "mask": mask,
-                "metrics": {"return": float(per_trial.mean()), "env_steps": float(mask.sum())}}
+        batch = {"inputs": self.sequence_inputs(traj), "actions": flat(traj.actions),
+                 "log_probs": flat(traj.extras["log_prob"]), "values": values, "advantages": advantages,
+                 "returns": advantages + values, "mask": mask,
+                 "metrics": {"return": float(per_trial.mean()), "env_steps": float(mask.sum())}}
+        task = self._task(env)
+        if task is not None:
+            batch["task"] = task.repeat_interleave(traj.rewards.shape[1], 0)
+        return batch
 
     def evaluate_actions(self, batch: dict, index: torch.Tensor):
         """Log-probabilities of the taken actions, entropies and values of the trials ``index``,
         recomputed over whole trials from a zero hidden state."""
-        head, values, _ = self.policy(batch["inputs"][index])
+        task = batch["task"][index] if "task" in batch else None
+        head, values, _ = self.policy(batch["inputs"][index], task=task)
         dist = self.policy.distribution(head)
         return dist.log_prob(batch["actions"][index]), dist.entropy(), values
 
