@@ -115,6 +115,31 @@ def test_a_task_critic_reads_the_task_in_its_value_only():
     assert torch.allclose(state, hidden, atol=1e-6)
 
 
+def test_a_smaller_critic_gru_carries_its_own_state_and_leaves_the_policy_unchanged():
+    torch.manual_seed(0)
+    shared = RecurrentPolicy(10, 5, 32)
+    torch.manual_seed(0)
+    model = RecurrentPolicy(10, 5, 32, "task", critic_hidden=8)
+    model.know_task(7)
+    assert model.critic_gru.hidden_size == 8 and model.value.in_features == 8
+    for name in ("gru.weight_ih_l0", "gru.weight_hh_l0", "policy.weight", "policy.bias"):
+        assert torch.equal(shared.state_dict()[name], model.state_dict()[name]), name
+    inputs, task = torch.randn(3, 5, 17), torch.randn(3, 7)
+    logits, values, hidden = model(inputs, task=task)
+    assert hidden.shape == (1, 3, 40) and torch.allclose(logits, shared(inputs)[0])
+    state, steps = None, []
+    for t in range(5):
+        step_logits, step_values, state = model.step(inputs[:, t], state, task)
+        steps.append(step_values)
+    assert torch.allclose(torch.stack(steps, 1), values, atol=1e-6)
+    assert torch.allclose(state, hidden, atol=1e-6)
+
+
+def test_critic_hidden_without_a_critic_of_its_own_is_refused():
+    with pytest.raises(UserError, match="model.critic=separate"):
+        RL2.check_config(small(2, "model.critic_hidden=8"))
+
+
 def test_a_task_critic_s_recorded_values_are_those_training_recomputes_with_each_trial_s_own_task():
     torch.manual_seed(0)
     policy = RecurrentPolicy(10, 5, 32, "task")

@@ -90,6 +90,10 @@ class RL2(Algorithm):
     def check_config(cls, config) -> None:
         super().check_config(config)
         check_rl_recipe(config, ("recurrent-policy", "recurrent-gaussian-policy"), "bandits")
+        model = config.model.options
+        if getattr(model, "critic_hidden", 0) and getattr(model, "critic", "shared") == "shared":
+            raise UserError("model.critic_hidden sizes a critic of its own: set model.critic=separate or "
+                            "model.critic=task, or drop model.critic_hidden")
 
     # ----- acting -----------------------------------------------------------------------------------
     def _task(self, env) -> torch.Tensor | None:
