@@ -40,8 +40,9 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
 
 
 CRITIC_HELP = ("shared: one GRU feeds the policy and the value heads; separate: the value has its own GRU "
-               "of the same size (twice the compute); task: that GRU also reads the task's description "
-               "(training only: the policy still sees only its history)")
+               "(model.critic_hidden units; as many as the policy's by default, twice the compute); task: "
+               "that GRU also reads the task's description (training only: the policy still sees only its "
+               "history)")
 CRITICS = ("shared", "separate", "task")
 CRITIC_HIDDEN_HELP = "units of a separate or task critic's GRU (0: as many as the policy's)"
 
