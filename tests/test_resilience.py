@@ -205,8 +205,12 @@ def test_rl_outer_steps_are_data_parallel_under_torchrun(tmp_path, variant):
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                "--nproc_per_node=2", "-m", "metadapt", "train", *settings,
                                "--run-dir", str(tmp_path / name), "--no-progress"],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # a native abort shows where
+        # on failure, say how far the run got: a crash after summary.json is in the processes' teardown
+        finished = (tmp_path / name / "summary.json").exists()
+        assert proc.returncode == 0, (f"summary.json written: {finished}\n{proc.stdout[-1500:]}\n"
+                                      f"{proc.stderr[-3000:]}")
     a = final_state(tmp_path / "a")
     assert a["step"] == 4
     logged = [json.loads(line) for line in (tmp_path / "a/metrics.jsonl").read_text().splitlines()]
