@@ -76,7 +76,7 @@ class RecurrentPolicy(nn.Module):
         :meth:`know_task`, once the task description's size is known."""
         if critic not in CRITICS:
             raise ValueError(f"critic must be one of {', '.join(CRITICS)}, not {critic!r}")
-        self.critic, self.task_size = critic, 0
+        self.critic = critic
         self.critic_hidden = self.hidden if critic == "shared" or not critic_hidden else critic_hidden
         self.critic_gru = None
         if critic == "separate":
@@ -91,7 +91,6 @@ class RecurrentPolicy(nn.Module):
         """Give a ``critic: task`` model its value GRU, reading the step inputs and ``task_size`` more."""
         if self.critic != "task":
             raise ValueError("know_task is for critic: task")
-        self.task_size = task_size
         self._critic_gru(self.gru.input_size + task_size)
 
     @property
