@@ -113,6 +113,13 @@ REFUSED = {
     # silently wrong, before
     "duplicate recipe key": (lambda r, t: ["train", write(t, "d.yaml", "train:\n  seed: 1\n  seed: 2\n")],
                              "key 'seed' is given twice (line 3)"),
+    "recipe key not a name": (lambda r, t: ["train", write(t, "k.yaml", "?\n")],
+                              "a YAML key must be a name, got 'None' (line 1)"),
+    "recipe section key a number": (lambda r, t: ["train", write(t, "n.yaml", "train:\n  1: 2\n")],
+                                    "a YAML key must be a name, got '1' (line 2)"),
+    "run config key a number": (lambda r, t: ["eval", str(copy_run(r, t, lambda c: (c / "config.yaml")
+                                                                    .write_text("task:\n  7: sinusoid\n")))],
+                                "a YAML key must be a name, got '7'"),
     "csv beyond float32": (lambda r, t: adapt(r, t, support="1,2\n2,1e39\n"), "beyond the float32 range"),
 }
 

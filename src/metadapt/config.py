@@ -386,18 +386,22 @@ MAX_VALUES = 100_000
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses a key given twice in one mapping (YAML would keep the last)."""
+    """PyYAML's safe loader that refuses a key given twice in one mapping (YAML would keep the last)
+    and a key that is not a name (every key of ours is one)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
             try:
                 duplicate = key in seen
                 seen.add(key)
             except TypeError:
-                line = key_node.start_mark.line + 1
                 raise UserError(f"a YAML key must be a plain value (line {line})") from None
+            if not isinstance(key, str):
+                raise UserError(f"a YAML key must be a name, got {str(key)[:60]!r} (line {line}); keys are "
+                                "words such as task or family")
             if duplicate:
                 raise UserError(f"key {str(key)[:60]!r} is given twice (line "
                                 f"{key_node.start_mark.line + 1}); keep one")
