@@ -26,14 +26,15 @@ def small(iterations, *extra):
     return build_config(None, SMALL + [f"train.iterations={iterations}", *extra])
 
 
-def mdp_agent(hidden=32, episodes=3, critic="shared"):
+def mdp_agent(hidden=32, episodes=3, critic="shared", cell="gru"):
     torch.manual_seed(0)
-    return RL2(RecurrentPolicy(10, 5, hidden, critic), episodes=episodes)
+    return RL2(RecurrentPolicy(10, 5, hidden, critic, cell=cell), episodes=episodes)
 
 
-@pytest.mark.parametrize("critic", ["shared", "separate"])
-def test_hidden_state_is_carried_across_the_episodes_of_a_trial(critic):
-    agent = mdp_agent(critic=critic)
+@pytest.mark.parametrize("critic, cell", [("shared", "gru"), ("separate", "gru"), ("shared", "lstm"),
+                                          ("separate", "lstm")])
+def test_hidden_state_is_carried_across_the_episodes_of_a_trial(critic, cell):
+    agent = mdp_agent(critic=critic, cell=cell)
     env = TabularMDPFamily(TabularOptions(horizon=4, episodes=3)).sample(6, torch.Generator().manual_seed(1))
     traj = agent.play(env, torch.Generator().manual_seed(2), trials=2).trials()
     # log-probabilities recorded while acting = those of the whole trial read from a zero hidden state
@@ -70,6 +71,42 @@ def test_a_separate_critic_has_its_own_gru_and_leaves_the_shared_model_unchanged
     assert torch.allclose(torch.stack([s[0] for s in steps], 1), logits, atol=1e-6)
     assert torch.allclose(torch.stack([s[1] for s in steps], 1), values, atol=1e-6)
     assert torch.allclose(state, hidden, atol=1e-6)
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate", "task"])
+def test_an_lstm_cell_carries_h_and_c_side_by_side_and_acting_equals_the_whole_sequence(critic):
+    torch.manual_seed(0)
+    model = RecurrentPolicy(1, 5, 16, critic, 8 if critic != "shared" else 0, cell="lstm")
+    if critic == "task":
+        model.know_task(5)
+    assert isinstance(model.lstm, torch.nn.LSTM) and not hasattr(model, "gru")
+    assert torch.all(model.lstm.bias_ih_l0[16:32] == 1) and torch.all(model.lstm.bias_hh_l0[16:32] == 0)
+    assert torch.all(model.lstm.bias_ih_l0[:16] != 1)  # only the forget gates' biases are set
+    inputs, task = torch.randn(3, 7, 8), (torch.rand(3, 5) if critic == "task" else None)
+    logits, values, hidden = model(inputs, task=task)
+    width = 2 * 16 + (0 if critic == "shared" else 2 * 8)
+    assert hidden.shape == (1, 3, width)
+    out, (h, c) = model.lstm(inputs)  # the policy's part of the state is the LSTM's (h, c), side by side
+    assert torch.allclose(hidden[..., :32], torch.cat([h, c], -1))
+    assert torch.allclose(logits, model.policy(out))
+    state, steps = None, []
+    for t in range(7):
+        step_logits, step_values, state = model.step(inputs[:, t], state, task)
+        steps.append((step_logits, step_values))
+    assert torch.allclose(torch.stack([s[0] for s in steps], 1), logits, atol=1e-6)
+    assert torch.allclose(torch.stack([s[1] for s in steps], 1), values, atol=1e-6)
+    assert torch.allclose(state, hidden, atol=1e-6)
+    half_logits, _, half_state = model(inputs[:, :3], task=task)  # a state carried between calls
+    rest_logits, _, rest_state = model(inputs[:, 3:], half_state, task=task)
+    assert torch.allclose(torch.cat([half_logits, rest_logits], 1), logits, atol=1e-6)
+    assert torch.allclose(rest_state, hidden, atol=1e-6)
+
+
+def test_an_lstm_run_reloads_with_its_cell(tmp_path):
+    train(small(2, "model.cell=lstm", "model.critic=task"), tmp_path / "run", progress=False)
+    policy = load(tmp_path / "run").algorithm.policy
+    assert policy.cell == "lstm" and policy.critic_lstm.input_size == policy.lstm.input_size + 5
+    assert "an LSTM of 16 units" in policy.describe()
 
 
 def test_task_features_are_each_task_s_defining_fields():
@@ -244,8 +281,8 @@ def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path,
 
 
 @pytest.mark.parametrize("extra", [[], ["algorithm.anneal_lr=true"], ["model.critic=separate"],
-                                   ["model.critic=task"]],
-                         ids=["constant-lr", "annealed-lr", "separate-critic", "task-critic"])
+                                   ["model.critic=task"], ["model.cell=lstm"]],
+                         ids=["constant-lr", "annealed-lr", "separate-critic", "task-critic", "lstm"])
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, extra):
     import os
     import signal
@@ -302,13 +339,14 @@ def test_reward_scale_scales_the_learning_signal_not_the_reported_return():
     assert out[1.0]["returns"].abs().max() > 1  # a real signal, not zeros
 
 
-def test_continuous_actions_carry_the_hidden_state_and_record_the_log_probabilities_they_train_on():
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_continuous_actions_carry_the_hidden_state_and_record_the_log_probabilities_they_train_on(cell):
     from metadapt.envs import PointRobotFamily
     from metadapt.envs.point_robot import PointRobotOptions
     from metadapt.models import RecurrentGaussianPolicy
 
     torch.manual_seed(0)
-    agent = RL2(RecurrentGaussianPolicy(2, 2, hidden=16), episodes=2)
+    agent = RL2(RecurrentGaussianPolicy(2, 2, hidden=16, cell=cell), episodes=2)
     family = PointRobotFamily(PointRobotOptions(horizon=4, episodes=2))
     env = family.sample(3, torch.Generator().manual_seed(1))
     traj = agent.play(env, torch.Generator().manual_seed(2), trials=2).trials()

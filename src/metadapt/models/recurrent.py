@@ -20,6 +20,13 @@ image-based robot learning"). Only training reads the value, so the policy still
 alone, in training and at test time; what changes is the baseline: ``V(h_t, task)`` no longer has to
 average over the tasks the history cannot yet tell apart, which removes that spread from the
 advantages of a trial's early, exploratory actions.
+
+``cell: lstm`` puts LSTMs (Hochreiter & Schmidhuber 1997) where the GRUs are, their forget gates'
+biases starting at 1 (Jozefowicz et al. 2015). What a bandit's history must keep is a count of
+successes and failures per arm; an LSTM's additive cell state can count, where a GRU's state,
+interpolated between its old value and a squashed new one, cannot count without bound (Weiss,
+Goldberg & Yahav 2018, "On the practical computational power of finite precision RNNs"). The carried
+state is then ``[h, c]`` side by side, ``2H`` wide (``2H + 2H_c`` with a critic of its own).
 """
 from __future__ import annotations
 
@@ -45,6 +52,31 @@ CRITIC_HELP = ("shared: one GRU feeds the policy and the value heads; separate: 
                "history)")
 CRITICS = ("shared", "separate", "task")
 CRITIC_HIDDEN_HELP = "units of a separate or task critic's GRU (0: as many as the policy's)"
+CELL_HELP = ("gru: the RL² paper's recurrent cell; lstm: an LSTM (forget-gate bias 1), whose additive cell "
+             "state can count a long history's outcomes")
+CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
+
+
+def recurrent_core(cell: str, input_size: int, hidden: int) -> nn.RNNBase:
+    """A one-layer batch-first ``cell`` ("gru" or "lstm"); an LSTM's forget gates start open (bias 1)."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
+    core = CELLS[cell](input_size, hidden, batch_first=True)
+    if cell == "lstm":  # gate order: input, forget, cell, output
+        with torch.no_grad():
+            core.bias_ih_l0[hidden:2 * hidden].fill_(1.0)
+            core.bias_hh_l0[hidden:2 * hidden].zero_()
+    return core
+
+
+def run_core(core: nn.RNNBase, inputs: torch.Tensor, state: torch.Tensor | None):
+    """``core`` over ``inputs [B, N, F]`` from ``state`` (an LSTM's ``[1, B, 2H]`` is ``[h, c]``):
+    outputs ``[B, N, H]`` and the final state in the same layout."""
+    if isinstance(core, nn.LSTM):
+        pair = None if state is None else tuple(x.contiguous() for x in state.chunk(2, -1))
+        out, (h, c) = core(inputs, pair)
+        return out, torch.cat([h, c], -1)
+    return core(inputs, state)
 
 
 @dataclass
@@ -52,23 +84,39 @@ class RecurrentPolicyOptions:
     hidden: int = option(256, positive=True, high=100_000, help="GRU units (RL²: 256)")
     critic: str = option("shared", choices=CRITICS, help=CRITIC_HELP)
     critic_hidden: int = option(0, low=0, high=100_000, help=CRITIC_HIDDEN_HELP)
+    cell: str = option("gru", choices=tuple(CELLS), help=CELL_HELP)
 
 
 @register("model", "recurrent-policy")
 class RecurrentPolicy(nn.Module):
-    """``observation_size`` inputs per step, ``actions`` discrete actions, a GRU of ``hidden`` units."""
+    """``observation_size`` inputs per step, ``actions`` discrete actions, a GRU (or ``cell: lstm``) of
+    ``hidden`` units; the recurrent module is the attribute named after its cell (``gru``, ``lstm``)."""
 
     Options = RecurrentPolicyOptions
     continuous = False
 
     def __init__(self, observation_size: int, actions: int, hidden: int = 256, critic: str = "shared",
-                 critic_hidden: int = 0):
+                 critic_hidden: int = 0, cell: str = "gru"):
         super().__init__()
         self.actions, self.hidden = actions, hidden
-        self.gru = nn.GRU(observation_size + actions + 2, hidden, batch_first=True)
+        self._add_core(cell, observation_size + actions + 2)
         self.policy = _orthogonal(nn.Linear(hidden, actions), 0.01)
         self.value = _orthogonal(nn.Linear(hidden, 1), 1.0)
         self._add_critic(critic, critic_hidden)
+
+    def _add_core(self, cell: str, input_size: int) -> None:
+        self.cell = cell
+        setattr(self, cell, recurrent_core(cell, input_size, self.hidden))
+
+    @property
+    def core(self) -> nn.RNNBase:
+        """The policy's recurrent module (``self.gru`` or ``self.lstm``)."""
+        return getattr(self, self.cell)
+
+    @property
+    def critic_core(self) -> nn.RNNBase | None:
+        """The value's own recurrent module (``critic_gru`` / ``critic_lstm``), ``None`` when shared."""
+        return getattr(self, f"critic_{self.cell}", None)
 
     def _add_critic(self, critic: str, critic_hidden: int = 0) -> None:
         """The value's own GRU when ``critic`` is ``separate`` (drawn after every other weight, so the
@@ -78,12 +126,11 @@ class RecurrentPolicy(nn.Module):
             raise ValueError(f"critic must be one of {', '.join(CRITICS)}, not {critic!r}")
         self.critic = critic
         self.critic_hidden = self.hidden if critic == "shared" or not critic_hidden else critic_hidden
-        self.critic_gru = None
         if critic == "separate":
-            self._critic_gru(self.gru.input_size)
+            self._critic_core(self.core.input_size)
 
-    def _critic_gru(self, input_size: int) -> None:
-        self.critic_gru = nn.GRU(input_size, self.critic_hidden, batch_first=True)
+    def _critic_core(self, input_size: int) -> None:
+        setattr(self, f"critic_{self.cell}", recurrent_core(self.cell, input_size, self.critic_hidden))
         if self.critic_hidden != self.hidden:  # the value head reads the critic's GRU
             self.value = _orthogonal(nn.Linear(self.critic_hidden, 1), 1.0)
 
@@ -91,7 +138,7 @@ class RecurrentPolicy(nn.Module):
         """Give a ``critic: task`` model its value GRU, reading the step inputs and ``task_size`` more."""
         if self.critic != "task":
             raise ValueError("know_task is for critic: task")
-        self._critic_gru(self.gru.input_size + task_size)
+        self._critic_core(self.core.input_size + task_size)
 
     @property
     def reads_task(self) -> bool:
@@ -105,16 +152,17 @@ class RecurrentPolicy(nn.Module):
         size = 1
         for d in input_shape:
             size *= int(d)
-        return cls(size, outputs, options.hidden, options.critic, options.critic_hidden)
+        return cls(size, outputs, options.hidden, options.critic, options.critic_hidden, options.cell)
 
     def describe(self) -> str:
+        kind = "an LSTM" if self.cell == "lstm" else "a GRU"
         if self.critic == "separate":
-            return (f"a GRU of {self.hidden} units with a policy head, and one of {self.critic_hidden} with "
+            return (f"{kind} of {self.hidden} units with a policy head, and one of {self.critic_hidden} with "
                     "a value head (RL²)")
         if self.critic == "task":
-            return (f"a GRU of {self.hidden} units with a policy head, and one of {self.critic_hidden} that "
+            return (f"{kind} of {self.hidden} units with a policy head, and one of {self.critic_hidden} that "
                     "also reads the task with a value head (RL² with an asymmetric critic)")
-        return f"a GRU of {self.hidden} units with policy and value heads (RL²)"
+        return f"{kind} of {self.hidden} units with policy and value heads (RL²)"
 
     def inputs(self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
                prev_done: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
@@ -133,21 +181,24 @@ class RecurrentPolicy(nn.Module):
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None,
                 task: torch.Tensor | None = None):
         """``inputs [B, N, F]`` → logits ``[B, N, A]``, values ``[B, N]``, final hidden ``[1, B, H]``
-        (``[1, B, H + H_c]`` with a separate critic: the policy's state, then the value's). ``task [B, D]``:
-        each sequence's task description, which a ``critic: task`` model needs."""
+        (``[1, B, H + H_c]`` with a separate critic: the policy's state, then the value's; twice each
+        width with LSTMs). ``task [B, D]``: each sequence's task description, which a ``critic: task``
+        model needs."""
         if self.critic == "shared":
-            out, hidden = self.gru(inputs, hidden)
+            out, hidden = run_core(self.core, inputs, hidden)
             return self.policy(out), self.value(out)[..., 0], hidden
-        if self.critic_gru is None:
+        if self.critic_core is None:
             raise ValueError("a critic: task model needs know_task(size) before use")
         critic_inputs = inputs
         if self.reads_task:
             if task is None:
                 raise ValueError("a critic: task model's value reads the task: pass task=[B, D]")
             critic_inputs = torch.cat([inputs, task[:, None, :].expand(-1, inputs.shape[1], -1)], -1)
-        own, critic = (None, None) if hidden is None else hidden.split([self.hidden, self.critic_hidden], -1)
-        out, own = self.gru(inputs, own)
-        critic_out, critic = self.critic_gru(critic_inputs, critic)
+        width = 2 if self.cell == "lstm" else 1
+        own, critic = ((None, None) if hidden is None
+                       else hidden.split([width * self.hidden, width * self.critic_hidden], -1))
+        out, own = run_core(self.core, inputs, own)
+        critic_out, critic = run_core(self.critic_core, critic_inputs, critic)
         return self.policy(out), self.value(critic_out)[..., 0], torch.cat([own, critic], -1)
 
     def step(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None,
@@ -163,6 +214,7 @@ class RecurrentGaussianPolicyOptions:
     critic: str = option("shared", choices=CRITICS, help=CRITIC_HELP)
     critic_hidden: int = option(0, low=0, high=100_000, help=CRITIC_HIDDEN_HELP)
     init_std: float = option(1.0, positive=True, help="initial standard deviation of every action entry")
+    cell: str = option("gru", choices=tuple(CELLS), help=CELL_HELP)
 
 
 @register("model", "recurrent-gaussian-policy")
@@ -175,10 +227,10 @@ class RecurrentGaussianPolicy(RecurrentPolicy):
     continuous = True
 
     def __init__(self, observation_size: int, action_size: int, hidden: int = 256, init_std: float = 1.0,
-                 critic: str = "shared", critic_hidden: int = 0):
+                 critic: str = "shared", critic_hidden: int = 0, cell: str = "gru"):
         nn.Module.__init__(self)
         self.actions, self.hidden = action_size, hidden
-        self.gru = nn.GRU(observation_size + action_size + 2, hidden, batch_first=True)
+        self._add_core(cell, observation_size + action_size + 2)
         self.policy = _orthogonal(nn.Linear(hidden, action_size), 0.01)
         self.value = _orthogonal(nn.Linear(hidden, 1), 1.0)
         self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
@@ -189,13 +241,14 @@ class RecurrentGaussianPolicy(RecurrentPolicy):
                      outputs: int) -> RecurrentGaussianPolicy:
         """``input_shape``: one observation's shape; ``outputs``: the action size."""
         return cls(math.prod(input_shape), outputs, options.hidden, options.init_std, options.critic,
-                   options.critic_hidden)
+                   options.critic_hidden, options.cell)
 
     def describe(self) -> str:
-        own = f"a GRU of {self.critic_hidden} units"
+        kind = "an LSTM" if self.cell == "lstm" else "a GRU"
+        own = f"{kind} of {self.critic_hidden} units"
         value = {"separate": f"{own} with a value head",
                  "task": f"{own} that also reads the task with a value head"}.get(self.critic, "a value head")
-        return (f"a GRU of {self.hidden} units with a Gaussian policy head (learned σ) and {value} "
+        return (f"{kind} of {self.hidden} units with a Gaussian policy head (learned σ) and {value} "
                 "(RL² for continuous actions)")
 
     def inputs(self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
