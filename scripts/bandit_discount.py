@@ -7,9 +7,11 @@ the benchmark scores the undiscounted total reward of its n pulls. Could that mi
 below the Gittins strategy? The classic Gittins index for discount γ is the Bayes-optimal policy of
 the infinite-horizon discounted problem (Gittins 1979), so playing it and scoring the undiscounted
 total shows what optimising a γ-discounted objective gives up against the finite-horizon index that
-is optimal for the undiscounted n-pull trial. Every policy plays the same tasks
-(``p_i ~ U[0, 1]``) with the same reward draws; ties are broken at random. Prints each policy's mean
-total reward per trial with a 95% interval.
+is optimal for the undiscounted n-pull trial. The policies are the library's strategies played as
+``metadapt eval`` plays them (:class:`~metadapt.algorithms.rl.bandit_strategies.Gittins`,
+:class:`~metadapt.algorithms.rl.bandit_strategies.Greedy`), on the same tasks (``p_i ~ U[0, 1]``) from
+the same seed; ties are broken at random. Prints each policy's mean total reward per trial with a 95%
+interval.
 """
 from __future__ import annotations
 
@@ -17,26 +19,41 @@ import argparse
 
 import torch
 
+from metadapt.algorithms.rl.bandit_strategies import Gittins, Greedy
 from metadapt.algorithms.rl.gittins import discounted_gittins, finite_horizon_gittins
+from metadapt.envs import BanditFamily
+from metadapt.envs.bandits import BanditOptions
+from metadapt.evaluation.rl import trial_rewards
+from metadapt.evaluation.stats import mean_ci
+
+TASK_SEED, PLAY_SEED = 0, 1
 
 
-def play(index, probs: torch.Tensor, pulls: int, seed: int) -> torch.Tensor:
-    """``[B]`` total reward of playing the arm of highest ``index(a, b, t)`` (Beta(a, b) posteriors,
-    ``t`` pulls so far) for ``pulls`` pulls; the reward draws come from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    tasks, arms = probs.shape
-    draws = torch.rand(pulls, tasks, arms, generator=g)
-    wins, counts, total = torch.zeros(tasks, arms), torch.zeros(tasks, arms), torch.zeros(tasks)
-    rows = torch.arange(tasks)
-    for t in range(pulls):
-        score = index((wins + 1).long(), (counts - wins + 1).long(), t)
-        best = score >= score.max(-1, keepdim=True).values - 1e-12
-        arm = (best.float() * torch.rand(tasks, arms, generator=g)).argmax(-1)
-        reward = (draws[t, rows, arm] < probs[rows, arm]).float()
-        counts[rows, arm] += 1
-        wins[rows, arm] += reward
-        total += reward
-    return total
+def discounted_table(pulls: int, gamma: float) -> torch.Tensor:
+    """``[a, b, m]``: the γ-discounted index of Beta(a, b), the same for every number ``m`` of pulls
+    left — the table :class:`Gittins` reads, for a policy that ignores the horizon."""
+    depth = max(400, int(5 / (1 - gamma)))  # γ^depth < e^-5 beyond the truncation
+    return discounted_gittins(pulls + 3, gamma, depth=depth)[..., None].expand(-1, -1, pulls + 1)
+
+
+def policies(arms: int, pulls: int, gammas) -> dict:
+    """``{name: make(generator) -> strategy}``: the finite-horizon index, one discounted index per γ,
+    and greedy."""
+    finite = finite_horizon_gittins(pulls)
+    out = {"finite-horizon Gittins (optimal, undiscounted)": lambda g: Gittins(arms, g, finite)}
+    for gamma in gammas:
+        table = discounted_table(pulls, gamma)
+        out[f"Gittins for γ = {gamma}"] = lambda g, table=table: Gittins(arms, g, table)
+    out["greedy (posterior mean)"] = lambda g: Greedy(arms, g)
+    return out
+
+
+def totals(make, tasks: int, arms: int, pulls: int) -> torch.Tensor:
+    """``[tasks]`` total reward of one trial of the strategy ``make`` builds, on the script's tasks."""
+    family = BanditFamily(BanditOptions(arms=arms, pulls=pulls))
+    env = family.sample(tasks, torch.Generator().manual_seed(TASK_SEED))
+    g = torch.Generator().manual_seed(PLAY_SEED)
+    return trial_rewards(make(g).act, env, 1, g).sum((1, 2))
 
 
 def main(argv=None) -> None:
@@ -46,19 +63,9 @@ def main(argv=None) -> None:
     parser.add_argument("--pulls", type=int, default=100)
     parser.add_argument("--gammas", type=float, nargs="+", default=[0.99, 0.995])
     args = parser.parse_args(argv)
-    probs = torch.rand(args.tasks, args.arms, generator=torch.Generator().manual_seed(0))
-    n = args.pulls
-    finite = finite_horizon_gittins(n)
-    policies = {"finite-horizon Gittins (optimal, undiscounted)": lambda a, b, t: finite[a, b, n - t]}
-    for gamma in args.gammas:
-        depth = max(400, int(5 / (1 - gamma)))  # γ^depth < e^-5 beyond the truncation
-        table = discounted_gittins(n + 3, gamma, depth=depth)
-        policies[f"Gittins for γ = {gamma}"] = lambda a, b, t, table=table: table[a, b]
-    policies["greedy (posterior mean)"] = lambda a, b, t: a.float() / (a + b)
-    for name, index in policies.items():
-        total = play(index, probs, n, seed=1)
-        half = 1.96 * total.std().item() / args.tasks ** 0.5
-        print(f"{name:48s} {total.mean().item():6.2f} ± {half:.2f}")
+    for name, make in policies(args.arms, args.pulls, args.gammas).items():
+        mean, half = mean_ci(totals(make, args.tasks, args.arms, args.pulls))
+        print(f"{name:48s} {float(mean):6.2f} ± {float(half):.2f}")
 
 
 if __name__ == "__main__":
