@@ -51,7 +51,8 @@ CRITIC_HELP = ("shared: one GRU feeds the policy and the value heads; separate: 
                "that GRU also reads the task's description (training only: the policy still sees only its "
                "history)")
 CRITICS = ("shared", "separate", "task")
-CRITIC_HIDDEN_HELP = "units of a separate or task critic's GRU (0: as many as the policy's)"
+HIDDEN_HELP = "units of the policy's GRU or LSTM (RL²: a GRU of 256)"
+CRITIC_HIDDEN_HELP = "units of a separate or task critic's GRU or LSTM (0: as many as the policy's)"
 CELL_HELP = ("gru: the RL² paper's recurrent cell; lstm: an LSTM (forget-gate bias 1), whose additive cell "
              "state can count a long history's outcomes")
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
@@ -81,7 +82,7 @@ def run_core(core: nn.RNNBase, inputs: torch.Tensor, state: torch.Tensor | None)
 
 @dataclass
 class RecurrentPolicyOptions:
-    hidden: int = option(256, positive=True, high=100_000, help="GRU units (RL²: 256)")
+    hidden: int = option(256, positive=True, high=100_000, help=HIDDEN_HELP)
     critic: str = option("shared", choices=CRITICS, help=CRITIC_HELP)
     critic_hidden: int = option(0, low=0, high=100_000, help=CRITIC_HIDDEN_HELP)
     cell: str = option("gru", choices=tuple(CELLS), help=CELL_HELP)
@@ -210,7 +211,7 @@ class RecurrentPolicy(nn.Module):
 
 @dataclass
 class RecurrentGaussianPolicyOptions:
-    hidden: int = option(256, positive=True, high=100_000, help="GRU units (RL²: 256)")
+    hidden: int = option(256, positive=True, high=100_000, help=HIDDEN_HELP)
     critic: str = option("shared", choices=CRITICS, help=CRITIC_HELP)
     critic_hidden: int = option(0, low=0, high=100_000, help=CRITIC_HIDDEN_HELP)
     init_std: float = option(1.0, positive=True, help="initial standard deviation of every action entry")
