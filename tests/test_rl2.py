@@ -275,9 +275,27 @@ def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path,
     results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert results["published"]["gittins"] == 6.6 and results["tasks"] == 50
     assert len(results["methods"]["rl2"]["curve"]) == 10                      # one point per pull
+    run = load(tmp_path / "run")  # the best-arm share is that of the agent's own trial on those tasks
+    env = run.family.sample(50, torch.Generator().manual_seed(run.config.eval.seed))
+    actions = run.algorithm.play(env, torch.Generator().manual_seed(run.config.eval.seed + 1)).actions
+    best = env.probs.argmax(-1, keepdim=True)
+    expected = (actions[:, 0].flatten(1) == best).float().mean(0)
+    assert torch.allclose(torch.tensor(results["methods"]["rl2"]["best_arm"]), expected)
+    assert all(len(m["best_arm"]) == 10 for m in results["methods"].values())
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Total reward per trial" in report and "plots/trial_curves.png" in report
+    assert "on the best arm, last 10% of pulls" in report
+    last = 100 * sum(results["methods"]["gittins"]["best_arm"][-1:])
+    assert f"| gittins | {results['methods']['gittins']['mean']:.2f}" in report and f"| {last:.1f}% |" in report
     assert (tmp_path / "run" / "plots" / "trial_curves.png").is_file()
+
+
+def test_best_arm_share_counts_the_tasks_whose_pull_went_to_their_best_arm():
+    from metadapt.envs.bandits import Bandits
+
+    env = Bandits(horizon=3, probs=torch.tensor([[0.1, 0.9, 0.5], [0.8, 0.2, 0.3]]))
+    actions = torch.tensor([[1, 0, 1], [0, 0, 2]])
+    assert torch.equal(env.best_arm_share(actions), torch.tensor([1.0, 0.5, 0.5]))
 
 
 @pytest.mark.parametrize("extra", [[], ["algorithm.anneal_lr=true"], ["model.critic=separate"],

@@ -49,6 +49,11 @@ class Bandits(EnvBatch):
     def oracle_return(self):
         return self.horizon * self.probs.max(-1).values
 
+    def best_arm_share(self, actions: torch.Tensor) -> torch.Tensor:
+        """``[n]``: for each pull of a trial, the share of tasks whose pull went to their best arm
+        (highest ``p``), from the trial's ``actions [T, n]``."""
+        return (actions == self.probs.argmax(-1, keepdim=True)).to(self.probs.dtype).mean(0)
+
 
 @dataclass
 class BanditOptions:

@@ -61,8 +61,13 @@ PUBLISHED: dict[tuple, dict[str, float]] = {
 
 def trial_rewards(act, env, episodes: int, generator: torch.Generator) -> torch.Tensor:
     """``[T, E, H]`` rewards of one trial of ``act`` in each task of ``env``."""
+    return trial(act, env, episodes, generator).rewards[:, 0].cpu()
+
+
+def trial(act, env, episodes: int, generator: torch.Generator):
+    """One trial of ``act`` in each task of ``env``: its trajectories ``[T, 1, E, H, …]``."""
     traj, _ = rollout(env, act, 1, episodes, generator)
-    return traj.rewards[:, 0].cpu()
+    return traj
 
 
 def _tune(make, grid, env, episodes, seed) -> tuple[float, float]:
@@ -121,16 +126,20 @@ def evaluate_rl(run, compare=(), tasks: int | None = None, progress: bool = True
     for name in track(jobs, desc="evaluate", unit="method", enabled=progress):
         g = torch.Generator().manual_seed(cfg.seed + 1)
         if name in agents:
-            rewards = agents[name].play(env, g, trials=1).rewards[:, 0].cpu()
+            traj = agents[name].play(env, g, trials=1)
             note = "meta-learned"
         else:
             make, note = baselines[name]
-            rewards = trial_rewards(make(g).act, env, episodes, g)
+            traj = trial(make(g).act, env, episodes, g)
+        rewards = traj.rewards[:, 0].cpu()
         total = rewards.sum((1, 2))
         mean, ci = mean_ci(total)
         curve = rewards.flatten(1) if episodes == 1 else rewards.sum(-1)   # per pull, or per episode
         results["methods"][name] = {"mean": float(mean), "ci95": float(ci), "note": note,
                                     "curve": curve.mean(0).tolist()}
+        if hasattr(env, "best_arm_share"):
+            share = env.best_arm_share(traj.actions[:, 0].flatten(1))   # per pull
+            results["methods"][name]["best_arm"] = share.cpu().tolist()
     oracle = env.oracle_return()
     if oracle is not None:
         results["oracle"] = float(oracle.mean()) * episodes
@@ -376,8 +385,18 @@ def rl_table(results: dict, markdown: bool = True) -> str:
     rows = [[name, f"{m['mean']:.2f} ± {m['ci95']:.2f}",
              f"{published[name]:g}" if name in published else "", m["note"]]
             for name, m in results["methods"].items()]
+    shares = {name: m["best_arm"] for name, m in results["methods"].items() if "best_arm" in m}
+    if shares:  # bandits: how often the last tenth of the pulls went to the best arm
+        head.insert(2, "on the best arm, last 10% of pulls")
+        for row, name in zip(rows, results["methods"]):
+            share = shares.get(name)
+            tail = share[-max(1, len(share) // 10):] if share else None
+            row.insert(2, f"{100 * sum(tail) / len(tail):.1f}%" if tail else "")
     if "oracle" in results:
-        rows.append(["oracle (knows the task)", f"{results['oracle']:.2f}", "", "the best possible"])
+        oracle = ["oracle (knows the task)", f"{results['oracle']:.2f}", "", "the best possible"]
+        if shares:
+            oracle.insert(2, "100.0%")
+        rows.append(oracle)
     return _render(head, rows, markdown)
 
 
@@ -391,8 +410,11 @@ def _render(head: list[str], rows: list[list[str]], markdown: bool) -> str:
 
 def plot_trial_curves(results: dict, path: Path) -> None:
     """Cumulative regret against pulls (bandits: the oracle's expected reward per pull minus the
-    method's), or the mean return of each episode of the trial beside the oracle's (MDPs)."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    method's) beside the share of tasks whose pull went to the best arm, or the mean return of each
+    episode of the trial beside the oracle's (MDPs)."""
+    shares = all("best_arm" in m for m in results["methods"].values())
+    fig, axes = plt.subplots(1, 2 if shares else 1, figsize=(11 if shares else 6, 3.8), squeeze=False)
+    ax = axes[0][0]
     per_pull = results["episodes"] == 1
     points = len(next(iter(results["methods"].values()))["curve"])
     oracle = results.get("oracle")
@@ -415,6 +437,17 @@ def plot_trial_curves(results: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"{results['family']}: learning within a trial ({results['tasks']} test tasks)", fontsize=10)
+    if shares:
+        right = axes[0][1]
+        for name, m in results["methods"].items():
+            share = torch.tensor(m["best_arm"])
+            right.plot(torch.arange(1, len(share) + 1), 100 * share, label=name,
+                       lw=2 if m["note"] == "meta-learned" else 1)
+        right.set_xlabel("pull")
+        right.set_ylabel("pulls on the task's best arm (%)")
+        right.set_ylim(0, 100)
+        right.grid(alpha=0.3)
+        right.set_title("finding the best arm", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
