@@ -31,6 +31,17 @@ def mdp_agent(hidden=32, episodes=3, critic="shared", cell="gru"):
     return RL2(RecurrentPolicy(10, 5, hidden, critic, cell=cell), episodes=episodes)
 
 
+def assert_stepping_equals_the_sequence(model, inputs, logits, values, hidden, task=None):
+    """Acting one step at a time, every state carried, gives the whole sequence's outputs and state."""
+    state, steps = None, []
+    for t in range(inputs.shape[1]):
+        step_logits, step_values, state = model.step(inputs[:, t], state, task)
+        steps.append((step_logits, step_values))
+    assert torch.allclose(torch.stack([s[0] for s in steps], 1), logits, atol=1e-6)
+    assert torch.allclose(torch.stack([s[1] for s in steps], 1), values, atol=1e-6)
+    assert torch.allclose(state, hidden, atol=1e-6)
+
+
 @pytest.mark.parametrize("critic, cell", [("shared", "gru"), ("separate", "gru"), ("shared", "lstm"),
                                           ("separate", "lstm")])
 def test_hidden_state_is_carried_across_the_episodes_of_a_trial(critic, cell):
@@ -63,14 +74,7 @@ def test_a_separate_critic_has_its_own_gru_and_leaves_the_shared_model_unchanged
     values.sum().backward()  # the value's gradient reaches only the critic's GRU and the value head
     assert all(p.grad is None for p in [*separate.gru.parameters(), *separate.policy.parameters()])
     assert all(p.grad is not None for p in [*separate.critic_gru.parameters(), *separate.value.parameters()])
-    # acting one step at a time, both states carried, equals the whole sequence
-    state, steps = None, []
-    for t in range(6):
-        step_logits, step_values, state = separate.step(inputs[:, t], state)
-        steps.append((step_logits, step_values))
-    assert torch.allclose(torch.stack([s[0] for s in steps], 1), logits, atol=1e-6)
-    assert torch.allclose(torch.stack([s[1] for s in steps], 1), values, atol=1e-6)
-    assert torch.allclose(state, hidden, atol=1e-6)
+    assert_stepping_equals_the_sequence(separate, inputs, logits, values, hidden)
 
 
 @pytest.mark.parametrize("critic", ["shared", "separate", "task"])
@@ -89,13 +93,7 @@ def test_an_lstm_cell_carries_h_and_c_side_by_side_and_acting_equals_the_whole_s
     out, (h, c) = model.lstm(inputs)  # the policy's part of the state is the LSTM's (h, c), side by side
     assert torch.allclose(hidden[..., :32], torch.cat([h, c], -1))
     assert torch.allclose(logits, model.policy(out))
-    state, steps = None, []
-    for t in range(7):
-        step_logits, step_values, state = model.step(inputs[:, t], state, task)
-        steps.append((step_logits, step_values))
-    assert torch.allclose(torch.stack([s[0] for s in steps], 1), logits, atol=1e-6)
-    assert torch.allclose(torch.stack([s[1] for s in steps], 1), values, atol=1e-6)
-    assert torch.allclose(state, hidden, atol=1e-6)
+    assert_stepping_equals_the_sequence(model, inputs, logits, values, hidden, task)
     half_logits, _, half_state = model(inputs[:, :3], task=task)  # a state carried between calls
     rest_logits, _, rest_state = model(inputs[:, 3:], half_state, task=task)
     assert torch.allclose(torch.cat([half_logits, rest_logits], 1), logits, atol=1e-6)
@@ -143,13 +141,7 @@ def test_a_task_critic_reads_the_task_in_its_value_only():
     values.sum().backward()
     assert all(p.grad is None for p in [*model.gru.parameters(), *model.policy.parameters()])
     assert model.critic_gru.weight_ih_l0.grad[:, -7:].abs().sum() > 0  # through the task's input columns
-    state, steps = None, []
-    for t in range(6):
-        step_logits, step_values, state = model.step(inputs[:, t], state, task)
-        steps.append((step_logits, step_values))
-    assert torch.allclose(torch.stack([s[0] for s in steps], 1), logits, atol=1e-6)
-    assert torch.allclose(torch.stack([s[1] for s in steps], 1), values, atol=1e-6)
-    assert torch.allclose(state, hidden, atol=1e-6)
+    assert_stepping_equals_the_sequence(model, inputs, logits, values, hidden, task)
 
 
 def test_a_smaller_critic_gru_carries_its_own_state_and_leaves_the_policy_unchanged():
@@ -285,8 +277,9 @@ def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path,
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Total reward per trial" in report and "plots/trial_curves.png" in report
     assert "on the best arm, last 10% of pulls" in report
-    last = 100 * sum(results["methods"]["gittins"]["best_arm"][-1:])
-    assert f"| gittins | {results['methods']['gittins']['mean']:.2f}" in report and f"| {last:.1f}% |" in report
+    gittins = results["methods"]["gittins"]  # the last tenth of 10 pulls is the last pull
+    row = f"| gittins | {gittins['mean']:.2f} ± {gittins['ci95']:.2f} | {100 * gittins['best_arm'][-1]:.1f}% |"
+    assert row in report
     assert (tmp_path / "run" / "plots" / "trial_curves.png").is_file()
 
 
