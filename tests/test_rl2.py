@@ -277,8 +277,8 @@ def test_eval_compares_the_agent_with_every_strategy_on_the_same_tasks(tmp_path,
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Total reward per trial" in report and "plots/trial_curves.png" in report
     assert "on the best arm, last 10% of pulls" in report
-    gittins = results["methods"]["gittins"]  # the last tenth of 10 pulls is the last pull
-    row = f"| gittins | {gittins['mean']:.2f} ± {gittins['ci95']:.2f} | {100 * gittins['best_arm'][-1]:.1f}% |"
+    g = results["methods"]["gittins"]  # the last tenth of 10 pulls is the last pull
+    row = f"| gittins | {g['mean']:.2f} ± {g['ci95']:.2f} | {100 * g['best_arm'][-1]:.1f}% |"
     assert row in report
     assert (tmp_path / "run" / "plots" / "trial_curves.png").is_file()
 
