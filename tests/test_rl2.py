@@ -209,6 +209,27 @@ def test_each_trial_starts_from_a_zero_hidden_state_and_no_previous_step():
     assert torch.count_nonzero(inputs[:, 0, 1:]) == 0  # no previous action, reward or done
 
 
+def test_time_input_is_the_share_of_the_trial_elapsed_and_acting_reads_what_training_recomputes():
+    torch.manual_seed(0)
+    agent = RL2(RecurrentPolicy(10 + 1, 5, 32, "task"), episodes=3, trials=2, time_input=True)
+    agent.policy.know_task(550)
+    env = TabularMDPFamily(TabularOptions(horizon=4, episodes=3)).sample(5, torch.Generator().manual_seed(1))
+    batch = agent.experience(env, torch.Generator().manual_seed(2))
+    # the input after the observation's ten entries: 0, 1/12, …, 11/12 across the three episodes
+    assert torch.equal(batch["inputs"][:, :, 10], (torch.arange(12) / 12).expand(10, 12))
+    log_probs, _, values = agent.evaluate_actions(batch, torch.arange(10))
+    assert torch.allclose(log_probs, batch["log_probs"], atol=1e-5)  # each trial's clock restarts at 0
+    assert torch.allclose(values, batch["values"], atol=1e-5)
+    stopped = dict(batch, inputs=batch["inputs"].index_fill(2, torch.tensor([10]), 0.0))
+    assert not torch.allclose(agent.evaluate_actions(stopped, torch.arange(10))[2], values, atol=1e-4)
+
+
+def test_time_input_sizes_the_model_and_reloads(tmp_path):
+    train(small(2, "algorithm.time_input=true"), tmp_path / "run", progress=False)
+    run = load(tmp_path / "run")
+    assert run.algorithm.time_input and run.algorithm.policy.gru.input_size == 1 + 1 + 5 + 2
+
+
 def test_ppo_loss_by_hand():
     lp = torch.tensor([math.log(0.5), math.log(0.2)])
     old = torch.tensor([math.log(0.4), math.log(0.4)])

@@ -11,9 +11,16 @@ maximise the total reward of a whole trial,
 
 here with PPO over whole trials (the paper used TRPO; both are policy-gradient methods with a
 learned value baseline and GAE): :class:`metadapt.training.ppo.PPOStep` is its outer step.
+
+``time_input`` adds one input the paper's agent does not have: the share of the trial elapsed,
+``t / (n·H)``. A trial's horizon is fixed, so the return still to come — what the value must predict,
+and what decides whether one more exploratory pull can pay — depends on the time left, which a GRU
+must otherwise count for itself (Pardo, Tavakoli, Levdik & Kormushev 2018, "Time limits in
+reinforcement learning": time-aware agents for fixed horizons).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +53,8 @@ class RL2Options:
                                       "gradient")
     anneal_lr: bool = option(False, help="lower the meta learning rate linearly from train.meta_lr to 0 over "
                                          "train.iterations, one step per meta-update (CleanRL's anneal_lr)")
+    time_input: bool = option(False, help="give policy and value the share of the trial elapsed, t / (n·H), "
+                                          "as one more input (time-aware agents, Pardo et al. 2018)")
 
 
 @register("algorithm", "rl2")
@@ -59,14 +68,14 @@ class RL2(Algorithm):
     def __init__(self, policy: nn.Module, episodes: int = 1, trials: int = 1, gamma: float = 0.99,
                  gae_lambda: float = 0.3, epochs: int = 4, minibatches: int = 4, clip: float = 0.2,
                  value_coef: float = 0.5, entropy_coef: float = 0.01, max_grad_norm: float = 0.5,
-                 reward_scale: float = 1.0, anneal_lr: bool = False):
+                 reward_scale: float = 1.0, anneal_lr: bool = False, time_input: bool = False):
         super().__init__()
         self.policy = policy
         self.episodes, self.trials = episodes, trials
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.epochs, self.minibatches, self.clip = epochs, minibatches, clip
         self.value_coef, self.entropy_coef, self.max_grad_norm = value_coef, entropy_coef, max_grad_norm
-        self.reward_scale, self.anneal_lr = reward_scale, anneal_lr
+        self.reward_scale, self.anneal_lr, self.time_input = reward_scale, anneal_lr, time_input
 
     @classmethod
     def from_config(cls, options, parts) -> RL2:
@@ -78,8 +87,12 @@ class RL2(Algorithm):
                             f"model.name={'recurrent-gaussian-policy' if continuous else 'recurrent-policy'}")
         outputs = probe.action_dim if continuous else probe.actions
 
+        observation_shape = probe.observation_shape
+        if options.time_input:
+            observation_shape = (math.prod(observation_shape) + 1,)
+
         def build():
-            policy = parts.model_for(probe.observation_shape, outputs)
+            policy = parts.model_for(observation_shape, outputs)
             if getattr(policy, "reads_task", False):
                 policy.know_task(probe.task_features().shape[-1])
             return policy
@@ -100,13 +113,27 @@ class RL2(Algorithm):
         """``[T, D]`` the tasks' descriptions when the value reads them (``model.critic: task``)."""
         return env.task_features() if getattr(self.policy, "reads_task", False) else None
 
-    def actor(self, generator: torch.Generator, greedy: bool = False, task: torch.Tensor | None = None):
+    def _timed(self, obs: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
+        """``obs [..., *shape]`` flattened, with ``elapsed [...]`` (the share of the trial gone) appended
+        when ``time_input`` is on; unchanged otherwise."""
+        if not self.time_input:
+            return obs
+        flat = obs.flatten(elapsed.dim())
+        return torch.cat([flat, elapsed[..., None].to(flat.dtype)], -1)
+
+    def actor(self, generator: torch.Generator, greedy: bool = False, task: torch.Tensor | None = None,
+              length: int = 1):
         """The policy as ``rollout`` calls it: the GRU's hidden state is the carry, so it flows through
         every episode of the trial; actions are sampled from ``generator`` (``greedy``: the most
-        probable). ``task [T, D]`` reaches only the value (``model.critic: task``)."""
+        probable). ``task [T, D]`` reaches only the value (``model.critic: task``); ``length``: the
+        trial's steps, ``n·H`` (for ``time_input``)."""
+        clock = 0
 
         def act(obs, last, hidden):
+            nonlocal clock
+            clock = 0 if last is None else clock + 1
             t, c = obs.shape[:2]
+            obs = self._timed(obs, torch.full((t, c), clock / length, device=obs.device))
             if last is None:
                 zero = torch.zeros(t, c, device=obs.device)
                 none = (torch.zeros(t, c, self.policy.actions, device=obs.device) if self.policy.continuous
@@ -145,16 +172,20 @@ class RL2(Algorithm):
         was_training = self.training
         self.eval()
         try:
-            traj, _ = rollout(env, self.actor(generator, greedy, self._task(env)), trials or self.trials,
-                              self.episodes, generator)
+            act = self.actor(generator, greedy, self._task(env), self.episodes * env.horizon)
+            traj, _ = rollout(env, act, trials or self.trials, self.episodes, generator)
         finally:
             self.train(was_training)
         return traj
 
     def sequence_inputs(self, trials: Trajectories) -> torch.Tensor:
         """``[B, N, F]`` GRU inputs of whole trials ``[T, C, N, …]`` (flattened to ``B = T·C``), each step
-        seeing the previous step's action, reward and termination flag."""
+        seeing the previous step's action, reward and termination flag (and, with ``time_input``, the
+        share ``t / N`` of the trial elapsed)."""
         obs = trials.observations.flatten(0, 1)
+        steps = obs.shape[1]
+        elapsed = (torch.arange(steps, device=obs.device, dtype=torch.float32) / steps).expand(obs.shape[:2])
+        obs = self._timed(obs, elapsed)
         shift = lambda x: torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)  # noqa: E731
         first = torch.zeros(obs.shape[:2], device=obs.device)
         first[:, 0] = 1
