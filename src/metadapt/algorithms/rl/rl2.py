@@ -122,18 +122,21 @@ class RL2(Algorithm):
         return torch.cat([flat, elapsed[..., None].to(flat.dtype)], -1)
 
     def actor(self, generator: torch.Generator, greedy: bool = False, task: torch.Tensor | None = None,
-              length: int = 1):
+              length: int | None = None):
         """The policy as ``rollout`` calls it: the GRU's hidden state is the carry, so it flows through
         every episode of the trial; actions are sampled from ``generator`` (``greedy``: the most
         probable). ``task [T, D]`` reaches only the value (``model.critic: task``); ``length``: the
         trial's steps, ``n·H`` (for ``time_input``)."""
+        if self.time_input and not length:
+            raise ValueError("time_input needs the trial's length: actor(..., length=n·H)")
         clock = 0
 
         def act(obs, last, hidden):
             nonlocal clock
             clock = 0 if last is None else clock + 1
             t, c = obs.shape[:2]
-            obs = self._timed(obs, torch.full((t, c), clock / length, device=obs.device))
+            if self.time_input:
+                obs = self._timed(obs, torch.full((t, c), clock / length, device=obs.device))
             if last is None:
                 zero = torch.zeros(t, c, device=obs.device)
                 none = (torch.zeros(t, c, self.policy.actions, device=obs.device) if self.policy.continuous
