@@ -115,9 +115,7 @@ class RL2(Algorithm):
 
     def _timed(self, obs: torch.Tensor, elapsed: torch.Tensor) -> torch.Tensor:
         """``obs [..., *shape]`` flattened, with ``elapsed [...]`` (the share of the trial gone) appended
-        when ``time_input`` is on; unchanged otherwise."""
-        if not self.time_input:
-            return obs
+        (for ``time_input``)."""
         flat = obs.flatten(elapsed.dim())
         return torch.cat([flat, elapsed[..., None].to(flat.dtype)], -1)
 
@@ -186,9 +184,10 @@ class RL2(Algorithm):
         seeing the previous step's action, reward and termination flag (and, with ``time_input``, the
         share ``t / N`` of the trial elapsed)."""
         obs = trials.observations.flatten(0, 1)
-        steps = obs.shape[1]
-        elapsed = (torch.arange(steps, device=obs.device, dtype=torch.float32) / steps).expand(obs.shape[:2])
-        obs = self._timed(obs, elapsed)
+        if self.time_input:
+            steps = obs.shape[1]
+            elapsed = torch.arange(steps, device=obs.device, dtype=torch.float32) / steps
+            obs = self._timed(obs, elapsed.expand(obs.shape[:2]))
         shift = lambda x: torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)  # noqa: E731
         first = torch.zeros(obs.shape[:2], device=obs.device)
         first[:, 0] = 1
