@@ -71,10 +71,12 @@ def trial(act, env, episodes: int, generator: torch.Generator):
 
 
 def _tune(make, grid, env, episodes, seed) -> tuple[float, float]:
-    """The constant of ``grid`` with the highest mean total reward on ``env`` (tuning tasks)."""
+    """The constant of ``grid`` with the highest mean total reward on ``env``, the tuning tasks drawn
+    from ``seed``; their trials are played from ``seed + 1``, as the test tasks' are, since playing
+    from the tasks' own seed would replay the draws that made the tasks as the draws of the rewards."""
     scores = []
     for value in grid:
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(seed + 1)
         scores.append(float(trial_rewards(make(value, g).act, env, episodes, g).sum((1, 2)).mean()))
     best = max(range(len(grid)), key=lambda i: scores[i])
     return grid[best], scores[best]
