@@ -230,6 +230,53 @@ def test_time_input_sizes_the_model_and_reloads(tmp_path):
     assert run.algorithm.time_input and run.algorithm.policy.gru.input_size == 1 + 1 + 5 + 2
 
 
+def test_weight_average_is_the_warmed_up_moving_average_and_acts_only_outside_training():
+    import copy
+
+    torch.manual_seed(0)
+    agent = RL2(RecurrentPolicy(1, 5, 8), episodes=1, trials=1, weight_average=0.9)
+    plain = RL2(RecurrentPolicy(1, 5, 8))
+    assert not any(k.startswith("average") for k in plain.state_dict())  # off: checkpoints as before
+    parameters = list(agent.policy.parameters())
+    expected = [p.detach().clone() for p in parameters]                  # θ̄ starts at the initial weights
+    for k in range(100):
+        with torch.no_grad():
+            for p in parameters:
+                p.add_(torch.randn(p.shape))
+        agent.after_update()
+        decay = min(0.9, (1 + k) / (10 + k))                             # 0.1, 0.18, … then 0.9 from k = 80
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, parameters)]
+    assert int(agent.average_updates) == 100
+    for average, e in zip(agent.averaged_weights(), expected):
+        assert torch.allclose(average, e, atol=1e-5)
+    env = BanditFamily(BanditOptions(arms=5, pulls=20)).sample(30, torch.Generator().manual_seed(0))
+    live = [p.detach().clone() for p in parameters]
+    with_average, with_live = copy.deepcopy(agent), copy.deepcopy(agent)
+    with torch.no_grad():
+        for p, a in zip(with_average.policy.parameters(), agent.averaged_weights()):
+            p.copy_(a)
+    with_average.weight_average = with_live.weight_average = 0.0
+    played = lambda a, **kw: a.play(env, torch.Generator().manual_seed(3), **kw).actions  # noqa: E731
+    assert torch.equal(played(agent), played(with_average))             # validation and test: θ̄
+    assert torch.equal(played(agent, averaged=False), played(with_live))  # training's trials: θ
+    assert not torch.equal(played(agent), played(agent, averaged=False))
+    assert all(torch.equal(p, q) for p, q in zip(parameters, live))      # θ is put back bit for bit
+    batch = agent.experience(env, torch.Generator().manual_seed(3))
+    assert torch.equal(batch["actions"], played(with_live).reshape(batch["actions"].shape))
+
+
+def test_a_weight_averaged_run_checkpoints_the_average_and_validates_with_it(tmp_path):
+    train(small(20, "algorithm.weight_average=0.95"), tmp_path / "run", progress=False)
+    run = load(tmp_path / "run", "last")
+    state = run.algorithm.state_dict()
+    assert int(state["average_updates"]) == 20
+    averaged = [state[f"average_{i}"] for i in range(len(list(run.algorithm.policy.parameters())))]
+    assert not all(torch.equal(a, p) for a, p in zip(averaged, run.algorithm.policy.parameters()))
+    val = [r for r in run.metrics() if r["split"] == "val"][-1]
+    assert val["return"] == pytest.approx(run.algorithm.validation_metrics(
+        run.family.tasks("val").sample(20, torch.Generator().manual_seed(10_007)))["return"])
+
+
 def test_ppo_loss_by_hand():
     lp = torch.tensor([math.log(0.5), math.log(0.2)])
     old = torch.tensor([math.log(0.4), math.log(0.4)])
@@ -313,8 +360,10 @@ def test_best_arm_share_counts_the_tasks_whose_pull_went_to_their_best_arm():
 
 
 @pytest.mark.parametrize("extra", [[], ["algorithm.anneal_lr=true"], ["model.critic=separate"],
-                                   ["model.critic=task"], ["model.cell=lstm"]],
-                         ids=["constant-lr", "annealed-lr", "separate-critic", "task-critic", "lstm"])
+                                   ["model.critic=task"], ["model.cell=lstm"],
+                                   ["algorithm.weight_average=0.9"]],
+                         ids=["constant-lr", "annealed-lr", "separate-critic", "task-critic", "lstm",
+                              "weight-average"])
 def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, extra):
     import os
     import signal

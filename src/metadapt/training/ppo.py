@@ -130,6 +130,8 @@ class PPOStep(OptimizerStep):
                     totals[k] = totals.get(k, 0.0) + v
             if not finite:
                 break
+        if finite and hasattr(self.algorithm, "after_update"):
+            self.algorithm.after_update()  # RL²'s weight average follows the weights just updated
         metrics = {k: v / max(updates, 1) for k, v in totals.items()}
         metrics.update(batch["metrics"])
         metrics["query_loss"] = -batch["metrics"]["return"]

@@ -17,10 +17,21 @@ learned value baseline and GAE): :class:`metadapt.training.ppo.PPOStep` is its o
 and what decides whether one more exploratory pull can pay — depends on the time left, which a GRU
 must otherwise count for itself (Pardo, Tavakoli, Levdik & Kormushev 2018, "Time limits in
 reinforcement learning": time-aware agents for fixed horizons).
+
+``weight_average`` keeps an exponential moving average of the policy's weights,
+
+    θ̄ ← d_k θ̄ + (1 − d_k) θ,   d_k = min(d, (1 + k) / (10 + k))   after the k-th meta-update,
+
+(the warm-up of TensorFlow's ``ExponentialMovingAverage``: a short window while the weights move
+fast) and acts with θ̄ at validation and test time, while training still collects its trials with θ:
+averaging the iterates of a noisy policy-gradient method finds a better policy than any one of them
+(Nikishin, Izmailov, Athiwaratkun, Podoprikhin, Garipov, Shvechikov, Vetrov & Wilson 2018, "Improving
+stability in deep reinforcement learning with weight averaging").
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +66,10 @@ class RL2Options:
                                          "train.iterations, one step per meta-update (CleanRL's anneal_lr)")
     time_input: bool = option(False, help="give policy and value the share of the trial elapsed, t / (n·H), "
                                           "as one more input (time-aware agents, Pardo et al. 2018)")
+    weight_average: float = option(0.0, low=0, high=0.9999,
+                                   help="decay d of a moving average of the policy's weights, updated after "
+                                        "each meta-update, that acts at validation and test time (0: off; "
+                                        "Nikishin et al. 2018)")
 
 
 @register("algorithm", "rl2")
@@ -68,7 +83,8 @@ class RL2(Algorithm):
     def __init__(self, policy: nn.Module, episodes: int = 1, trials: int = 1, gamma: float = 0.99,
                  gae_lambda: float = 0.3, epochs: int = 4, minibatches: int = 4, clip: float = 0.2,
                  value_coef: float = 0.5, entropy_coef: float = 0.01, max_grad_norm: float = 0.5,
-                 reward_scale: float = 1.0, anneal_lr: bool = False, time_input: bool = False):
+                 reward_scale: float = 1.0, anneal_lr: bool = False, time_input: bool = False,
+                 weight_average: float = 0.0):
         super().__init__()
         self.policy = policy
         self.episodes, self.trials = episodes, trials
@@ -76,6 +92,11 @@ class RL2(Algorithm):
         self.epochs, self.minibatches, self.clip = epochs, minibatches, clip
         self.value_coef, self.entropy_coef, self.max_grad_norm = value_coef, entropy_coef, max_grad_norm
         self.reward_scale, self.anneal_lr, self.time_input = reward_scale, anneal_lr, time_input
+        self.weight_average = weight_average
+        if weight_average:  # buffers, so checkpoints carry the average and a resumed run continues it
+            for i, p in enumerate(policy.parameters()):
+                self.register_buffer(f"average_{i}", p.detach().clone())
+            self.register_buffer("average_updates", torch.zeros((), dtype=torch.long))
 
     @classmethod
     def from_config(cls, options, parts) -> RL2:
@@ -166,15 +187,52 @@ class RL2(Algorithm):
 
         return act
 
+    # ----- the weight average ---------------------------------------------------------------------
+    def averaged_weights(self) -> list[torch.Tensor]:
+        """θ̄, one tensor per policy parameter, in ``policy.parameters()`` order (``weight_average``)."""
+        return [getattr(self, f"average_{i}") for i in range(len(list(self.policy.parameters())))]
+
+    @torch.no_grad()
+    def after_update(self) -> None:
+        """Move θ̄ towards the weights of the meta-update just made (see the module docstring)."""
+        if not self.weight_average:
+            return
+        k = int(self.average_updates)
+        decay = min(self.weight_average, (1 + k) / (10 + k))
+        for average, p in zip(self.averaged_weights(), self.policy.parameters()):
+            average.lerp_(p, 1 - decay)
+        self.average_updates += 1
+
+    @contextmanager
+    def _acting_with_the_average(self):
+        """The policy's weights are θ̄ inside, and exactly what they were again afterwards."""
+        if not self.weight_average:
+            yield
+            return
+        parameters = list(self.policy.parameters())
+        live = [p.detach().clone() for p in parameters]
+        with torch.no_grad():
+            for p, average in zip(parameters, self.averaged_weights()):
+                p.copy_(average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, weights in zip(parameters, live):
+                    p.copy_(weights)
+
     @torch.no_grad()
     def play(self, env, generator: torch.Generator, trials: int | None = None,
-             greedy: bool = False) -> Trajectories:
-        """``trials`` trials (each ``episodes`` episodes, hidden state carried) of every task of ``env``."""
+             greedy: bool = False, averaged: bool = True) -> Trajectories:
+        """``trials`` trials (each ``episodes`` episodes, hidden state carried) of every task of ``env``,
+        with the averaged weights θ̄ when ``weight_average`` is on and ``averaged`` (training collects with
+        the current weights)."""
         was_training = self.training
         self.eval()
         try:
-            act = self.actor(generator, greedy, self._task(env), self.episodes * env.horizon)
-            traj, _ = rollout(env, act, trials or self.trials, self.episodes, generator)
+            with self._acting_with_the_average() if averaged else nullcontext():
+                act = self.actor(generator, greedy, self._task(env), self.episodes * env.horizon)
+                traj, _ = rollout(env, act, trials or self.trials, self.episodes, generator)
         finally:
             self.train(was_training)
         return traj
@@ -200,7 +258,7 @@ class RL2(Algorithm):
         values, GAE advantages and returns over the trial (discounted across episodes), the mask.
         Values, advantages and returns are in units of ``reward_scale`` × reward; the policy still
         sees the raw rewards as inputs."""
-        traj = self.play(env, generator).trials()
+        traj = self.play(env, generator, averaged=False).trials()
         flat = lambda x: x.flatten(0, 1)  # noqa: E731
         rewards, mask, values = flat(traj.rewards), flat(traj.mask), flat(traj.extras["value"])
         advantages = gae(rewards * self.reward_scale, values, self.gamma, self.gae_lambda, mask)
@@ -252,4 +310,6 @@ class RL2(Algorithm):
                 f"across the {self.episodes} episode(s) of a trial, trained with PPO over whole trials "
                 f"(γ {self.gamma}, GAE λ {self.gae_lambda}, {self.epochs} epochs × {self.minibatches} "
                 f"minibatches, clip {self.clip}, entropy {self.entropy_coef}"
-                + (f", rewards × {self.reward_scale} for learning" if self.reward_scale != 1 else "") + ")")
+                + (f", rewards × {self.reward_scale} for learning" if self.reward_scale != 1 else "")
+                + (f", acting at test time with a moving average of its weights (decay {self.weight_average})"
+                   if self.weight_average else "") + ")")
