@@ -24,8 +24,8 @@ reinforcement learning": time-aware agents for fixed horizons).
 
 (the warm-up of TensorFlow's ``ExponentialMovingAverage``: a short window while the weights move
 fast) and acts with θ̄ at validation and test time, while training still collects its trials with θ:
-averaging the iterates of a noisy policy-gradient method finds a better policy than any one of them
-(Nikishin, Izmailov, Athiwaratkun, Podoprikhin, Garipov, Shvechikov, Vetrov & Wilson 2018, "Improving
+the iterates of a noisy policy-gradient method scatter around a policy that can score above each of
+them (Nikishin, Izmailov, Athiwaratkun, Podoprikhin, Garipov, Shvechikov, Vetrov & Wilson 2018, "Improving
 stability in deep reinforcement learning with weight averaging").
 """
 from __future__ import annotations
