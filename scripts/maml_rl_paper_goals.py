@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         from metadapt.files import atomic_write_text
 
         atomic_write_text(Path(args.out), json.dumps({"run": str(args.run), "checkpoint": args.checkpoint,
-                                                      "repeats": args.repeats, "rows": rows}, indent=1))
+                                                      "repeats": args.repeats, "rows": rows,
+                                                      "per_goal": per_goal.tolist()}, indent=1))
     return 0
 
 

@@ -50,7 +50,9 @@ def test_a_run_is_compared_end_to_end_and_other_tasks_are_refused(tmp_path):
     args = [str(tmp_path / "nav"), "--repeats", "2", "--out", str(out)]
     done = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    rows = json.loads(out.read_text())["rows"]
+    written = json.loads(out.read_text())
+    rows = written["rows"]
+    assert len(written["per_goal"]) == 40 and len(written["per_goal"][0]) == 2
     assert [r["steps"] for r in rows] == [0, 1] and abs(rows[0]["paper"] + 40.407) < 0.001
     assert all(r["ours"] < 0 and r["difference_ci95"] > 0 for r in rows)
     train(build_config(None, small + ["task.horizon=20"]), tmp_path / "short", progress=False)
