@@ -25,7 +25,7 @@ def average_states(payloads: list[dict], names: list[str]) -> dict:
     """The last payload with its ``state``'s floating-point tensors replaced by their mean over all."""
     from metadapt.errors import UserError
 
-    first, last = payloads[0], payloads[-1]
+    last = payloads[-1]
     algorithms = {p.get("algorithm") for p in payloads}
     if len(algorithms) > 1:
         raise UserError(f"the checkpoints were written by different algorithms "
@@ -43,9 +43,10 @@ def average_states(payloads: list[dict], names: list[str]) -> dict:
             state[key] = (total / len(payloads)).to(value.dtype)
         else:
             state[key] = value.clone()
-    if set(first["state"]) != set(state):
-        raise UserError(f"checkpoints {names[0]!r} and {names[-1]!r} hold different state; "
-                        "average checkpoints of one run")
+    for name, payload in zip(names, payloads):
+        if set(payload["state"]) != set(state):
+            raise UserError(f"checkpoints {name!r} and {names[-1]!r} hold different state; "
+                            "average checkpoints of one run")
     return {**last, "state": state, "averaged_from": [str(n) for n in names]}
 
 

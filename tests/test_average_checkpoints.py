@@ -67,3 +67,22 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
     done = run(str(tmp_path / "nav"), "step-2", "step-4", "--out", str(existing))
     assert done.returncode == 2 and "--overwrite" in done.stderr
     assert existing.read_bytes() == b"keep me"
+
+
+def test_every_checkpoint_must_hold_the_same_state():
+    import importlib.util
+
+    import pytest
+
+    from metadapt.errors import UserError
+
+    spec = importlib.util.spec_from_file_location("average_checkpoints", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    payload = lambda **state: {"algorithm": "maml-rl", "state": state}  # noqa: E731
+    w = torch.ones(2)
+    averaged = module.average_states([payload(w=w), payload(w=3 * w)], ["a", "b"])
+    assert torch.equal(averaged["state"]["w"], 2 * w)
+    with pytest.raises(UserError, match="'middle' and 'last' hold different state"):
+        module.average_states([payload(w=w), payload(w=w, extra=w), payload(w=w)],
+                              ["first", "middle", "last"])
