@@ -7,8 +7,9 @@ Each run (its best checkpoint, or ``--checkpoint``) adapts to the same ``--goals
 — once per schedule ``α_1,…,α_K``: the return after 0 … K policy-gradient steps, the k-th of size α_k
 (``adaptation_returns``, the run's own sampling and trajectories). Every schedule plays from the same
 stream (common random numbers), so the schedules' differences are sharper than their intervals. The
-schedule ranked first has the best return after K steps averaged over the runs, ties broken by the
-steps before; set it with ``algorithm.eval_lrs=[…]`` and evaluate with ``metadapt eval``.
+schedule ranked first has the best adaptation curve: the highest mean, over the runs and over the
+adapted steps 1 … K alike, of the return after each step (a table reports every one of them); set it
+with ``algorithm.eval_lrs=[…]`` and evaluate with ``metadapt eval``.
 """
 from __future__ import annotations
 
@@ -37,10 +38,9 @@ def parse_schedule(text: str) -> list[float]:
 
 def rank(table: dict[str, list[list[float]]]) -> list[str]:
     """Schedules (keys of ``table``: per run, the mean return after 0 … K steps) best first: by the
-    return after the last step averaged over the runs, then after the step before, and so on."""
+    return after steps 1 … K averaged over those steps and over the runs."""
     def key(name):
-        runs = table[name]
-        return tuple(sum(r[k] for r in runs) / len(runs) for k in range(len(runs[0]) - 1, -1, -1))
+        return sum(sum(r[1:]) / (len(r) - 1) for r in table[name]) / len(table[name])
     return sorted(table, key=key, reverse=True)
 
 

@@ -21,9 +21,9 @@ SMALL = ["task.family=navigation-2d", "task.horizon=15", "model.name=gaussian-po
          "train.meta_batch_size=2", "train.val_tasks=2", "train.iterations=2"]
 
 
-def test_ranking_by_the_last_step_then_the_ones_before():
-    table = {"a": [[-9.0, -5.0, -3.0]], "b": [[-9.0, -4.0, -3.0]], "c": [[-9.0, -1.0, -3.5]]}
-    assert module.rank(table) == ["b", "a", "c"]
+def test_ranking_by_the_mean_return_over_the_adapted_steps_and_runs():
+    table = {"a": [[-9.0, -5.0, -3.0]], "b": [[-9.0, -4.0, -3.0]], "c": [[0.0, -4.0, -4.5]]}
+    assert module.rank(table) == ["b", "a", "c"]     # −3.5, −4, −4.25: the return before steps counts not
     two_runs = {"a": [[0.0, -2.0], [0.0, -4.0]], "b": [[0.0, -1.0], [0.0, -6.0]]}
     assert module.rank(two_runs) == ["a", "b"]        # the mean over runs decides: −3 against −3.5
 
