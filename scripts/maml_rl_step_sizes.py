@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}  [{name}]  " + "  ".join(f"{m:7.2f} ± {c:.2f}" for m, c in stats), flush=True)
     order = rank(table)
     print(f"\nmean over {len(runs)} run(s), {args.goals} tasks from seed {args.seed}; best first:")
-    print("schedule".ljust(24) + "".join(f"{k} steps".rjust(10) for k in range(steps + 1)))
+    print("schedule".ljust(24) + "".join(f"{k} step{'s' * (k != 1)}".rjust(10) for k in range(steps + 1)))
     for name in order:
         means = [sum(r[k] for r in table[name]) / len(runs) for k in range(steps + 1)]
         print(name.ljust(24) + "".join(f"{m:10.2f}" for m in means))
